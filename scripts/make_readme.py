@@ -1,0 +1,38 @@
+"""Write README.md from nbs/index.ipynb (nbdev's convention; `nbdev_readme` needs Quarto, which these
+machines cannot install, so the conversion is done here: markdown cells as they are, code cells fenced).
+
+    python scripts/make_readme.py          # write README.md
+    python scripts/make_readme.py --check  # exit 1 when README.md differs from the notebook
+"""
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def render(nb_path: Path) -> str:
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    parts = ["<!-- generated from nbs/index.ipynb by scripts/make_readme.py: edit the notebook -->"]
+    for cell in nb["cells"]:
+        src = "".join(cell["source"]).strip("\n")
+        if not src or src.startswith("#| hide"):
+            continue
+        parts.append(src if cell["cell_type"] == "markdown" else f"```python\n{src}\n```")
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv):
+    text = render(ROOT / "nbs" / "index.ipynb")
+    readme = ROOT / "README.md"
+    if "--check" in argv:
+        if not readme.exists() or readme.read_text(encoding="utf-8") != text:
+            print("README.md is out of date with nbs/index.ipynb: run python scripts/make_readme.py", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
