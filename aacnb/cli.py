@@ -20,8 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract-features": ("aacnb.features:cli_extract_features", "cache log-mel or encoder features in HDF5"),
     "evaluate": ("aacnb.metrics:cli_evaluate", "score captions: BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr"),
     "metrics-setup": ("aacnb.metrics:cli_metrics_setup", "fetch/verify the Stanford CoreNLP jars SPICE needs"),
-    "caption": ("aacnb.inference:cli_caption", "caption your own audio files with a trained captioner"),
-    "search": ("aacnb.inference:cli_search", "search a folder of sounds by text with a trained retrieval model"),
+    "caption": ("aacnb.caption:cli_caption", "caption your own audio files with a trained captioner"),
+    "search": ("aacnb.search:cli_search", "search a folder of sounds by text with a trained retrieval model"),
 }
 
 def _usage() -> str:

@@ -1,0 +1,31 @@
+"""Run benchmarks: `python -m benchmarks` runs them all, `python -m benchmarks audio cider` runs the named ones.
+
+Each benchmarks/bench_<area>.py has `main(argv=None)` and prints what it measured on this machine, as a ratio
+against the reference implementation timed in the same run (never a number remembered from elsewhere).
+"""
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+
+def available():
+    return sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(Path(__file__).parent))
+                  if m.name.startswith("bench_"))
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = [a for a in argv if not a.startswith("-")] or available()
+    unknown = sorted(set(names) - set(available()))
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; available: {available()}", file=sys.stderr)
+        return 2
+    for name in names:
+        print(f"== benchmark: {name} ==", flush=True)
+        importlib.import_module(f"benchmarks.bench_{name}").main([])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
