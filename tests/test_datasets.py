@@ -238,3 +238,21 @@ def test_dataset_with_features(tmp_path):
     assert b["features"].shape == (3, 8) and b["feature_lengths"].tolist() == [1, 1, 1]
     with pytest.raises(KeyError, match="c0"):
         AudioCaptionDataset(recs, "clips", features={})[0]
+
+
+def test_dataset_with_real_feature_cache(tmp_path):
+    "End to end with aacnb.features: Clotho names (spaces, commas) as cache keys, features padded by collate."
+    from aacnb.features import extract_features
+
+    _clotho(tmp_path)
+    recs = read_clotho(tmp_path, "development")
+
+    def fn(wavs, lengths):  # (B, S), (B,) -> per clip (T, 4) with T depending on the length
+        return [np.ones((int(n) // 3200, 4), "float32") for n in lengths]
+
+    cache = extract_features([(r.audio_id, r.audio_path) for r in recs], fn, tmp_path / "f.h5",
+                             settings={"fn": "test"}, batch_size=4, progress=False)
+    ds = AudioCaptionDataset(recs, mode="clips", features=cache)
+    b = collate_audio([ds[0], ds[5]])
+    n0, n5 = (2 * sf.info(str(recs[i].audio_path)).frames // 3200 for i in (0, 5))
+    assert b["features"].shape == (2, n5, 4) and b["feature_lengths"].tolist() == [n0, n5]
