@@ -52,15 +52,16 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def _clean_captions(caps) -> list[str]:
     return [c.strip() for c in caps if isinstance(c, str) and c.strip()]
 
-def _keep_present(records: list[AudioCaptionRecord], what: str, folder: Path) -> list[AudioCaptionRecord]:
+def _keep_present(records: list[AudioCaptionRecord], what: str, folder: Path, hint: str) -> list[AudioCaptionRecord]:
     "Drop records whose audio file is missing; log one summary line."
-    present = [r for r in records if r.audio_path.is_file()]
-    missing = [r.audio_id for r in records if not r.audio_path.is_file()]
+    ok = [r.audio_path.is_file() for r in records]
+    missing = [r.audio_id for r, o in zip(records, ok) if not o]
     if missing:
         more = f" (first: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"
+        why = f"; the folder does not exist: {hint}" if not folder.is_dir() else ""
         log.warning(f"{what}: {len(missing)} of {len(records)} audio files missing under {folder}; "
-                    f"skipped{more}")
-    return present
+                    f"skipped{more}{why}")
+    return [r for r, o in zip(records, ok) if o]
 
 def _dataset_dir(root, name: str, marker: str) -> Path:
     "`<root>/<name>`; also accept `root` pointing at that folder itself."
@@ -95,7 +96,7 @@ def read_clotho(root: str | os.PathLike, split: str) -> list[AudioCaptionRecord]
         caps = _clean_captions(row.get(f"caption_{i}") for i in range(1, 6))
         md = {k: v for k, v in meta.get(name, {}).items() if k != "file_name"}
         records.append(AudioCaptionRecord(name, audio_dir / name, caps, "clotho", split, md))
-    return _keep_present(records, f"Clotho {split}", audio_dir)
+    return _keep_present(records, f"Clotho {split}", audio_dir, "run `aacnb download clotho`")
 
 # %% ../nbs/04_datasets.ipynb #821cc1d3
 AUDIOCAPS_SPLITS = ("train", "val", "test")
@@ -129,7 +130,8 @@ def read_audiocaps(root: str | os.PathLike, split: str) -> list[AudioCaptionReco
         md = {"start_time": rs[0].get("start_time"), "audiocap_ids": [r.get("audiocap_id") for r in rs]}
         records.append(AudioCaptionRecord(yid, found.get(yid, audio_dir / f"{yid}.wav"),
                                           _clean_captions(r["caption"] for r in rs), "audiocaps", split, md))
-    return _keep_present(records, f"AudioCaps {split}", audio_dir)
+    return _keep_present(records, f"AudioCaps {split}", audio_dir,
+                         "AudioCaps audio is not redistributable; `aacnb download audiocaps` says where it goes")
 
 # %% ../nbs/04_datasets.ipynb #3fbc66d1
 def read_macs(root: str | os.PathLike) -> list[AudioCaptionRecord]:
@@ -154,7 +156,7 @@ def read_macs(root: str | os.PathLike) -> list[AudioCaptionRecord]:
               "tags": [a.get("tags", []) for a in anns if isinstance(a, dict)]}
         records.append(AudioCaptionRecord(str(item["filename"]), audio_dir / str(item["filename"]),
                                           caps, "macs", "train", md))
-    return _keep_present(records, "MACS", audio_dir)
+    return _keep_present(records, "MACS", audio_dir, "run `aacnb download macs`")
 
 # %% ../nbs/04_datasets.ipynb #f4f524d6
 def _csv_names(cdir: Path, split: str) -> list[str]:

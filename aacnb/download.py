@@ -22,11 +22,13 @@ from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from .core import data_root, get_logger, save_json
+from .core import atomic_path, data_root, get_logger, save_json
 
 # %% auto #0
-__all__ = ['CLOTHO_V21_RECORD', 'CLOTHO_V21_FILES', 'CLOTHO_SPLIT_ALIASES', 'log', 'DownloadError', 'ChecksumError', 'md5sum',
-           'download_file', 'extract_archive', 'clotho_dir', 'download_clotho', 'cli_download']
+__all__ = ['CLOTHO_V21_RECORD', 'CLOTHO_V21_FILES', 'CLOTHO_SPLIT_ALIASES', 'log', 'AUDIOCAPS_CSV_URL', 'MACS_RECORD',
+           'TAU2019_DEV_RECORD', 'MACS_FILES', 'DownloadError', 'ChecksumError', 'md5sum', 'download_file',
+           'extract_archive', 'clotho_dir', 'download_clotho', 'download_audiocaps_csvs', 'download_macs',
+           'cli_download']
 
 # %% ../nbs/03_download.ipynb #c27c8e5f
 CLOTHO_V21_RECORD = "https://zenodo.org/record/4783391"
@@ -247,33 +249,116 @@ def download_clotho(root: str | os.PathLike | None = None,
     return cdir
 
 # %% ../nbs/03_download.ipynb #a923d7aa
+AUDIOCAPS_CSV_URL = "https://raw.githubusercontent.com/cdjkim/audiocaps/master/dataset/{split}.csv"
+MACS_RECORD = "https://zenodo.org/record/5114771"
+TAU2019_DEV_RECORD = "https://zenodo.org/record/2589280"
+
+MACS_FILES: dict[str, dict] = {
+    "annotations": {"name": "MACS.yaml", "url": f"{MACS_RECORD}/files/MACS.yaml?download=1",
+                    "md5": "23fcb2ebd0b109094034ef9e87972256"},
+    **{f"audio.{i}": {"name": f"TAU-urban-acoustic-scenes-2019-development.audio.{i}.zip",
+                      "url": f"{TAU2019_DEV_RECORD}/files/TAU-urban-acoustic-scenes-2019-development.audio.{i}.zip"
+                             "?download=1", "md5": md5}
+       for i, md5 in [(1, "aca4ebfd9ed03d5f747d6ba8c24bc728"), (2, "c4f170408ce77c8c70c532bf268d7be0"),
+                      (3, "c7214a07211f10f3250290d05e72c37e"), (9, "3c32a693a6b111ffb957be3c1dd22e9b"),
+                      (10, "0ffbf60006da520cc761fb74c878b98b"), (11, "599055d93b4c11057c29be2df54538d4"),
+                      (12, "98b8d162ff3665695c4c910e6c372cc8"), (13, "a356c08b1a5a21d433eba37ef87587f4")]},
+}
+
+def download_audiocaps_csvs(root: str | os.PathLike | None = None, splits: Sequence[str] = ("train", "val", "test"),
+                            progress: bool = True, base_url: str | None = None) -> Path:
+    "Fetch AudioCaps' `{split}.csv` into `<root>/AUDIOCAPS/csv_files/` (the audio must be supplied separately)."
+    out = Path(root if root is not None else data_root()) / "AUDIOCAPS" / "csv_files"
+    for split in splits:
+        url = f"{base_url.rstrip('/')}/{split}.csv" if base_url else AUDIOCAPS_CSV_URL.format(split=split)
+        download_file(url, out / f"{split}.csv", md5=None, progress=progress)  # master branch: no fixed checksum
+    return out.parent
+
+def _macs_wanted(yaml_path: Path) -> set[str]:
+    import yaml
+    with open(yaml_path, encoding="utf-8") as f:
+        doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return {Path(str(it["filename"])).name for it in doc.get("files", []) if isinstance(it, dict) and "filename" in it}
+
+def download_macs(root: str | os.PathLike | None = None, keep_archives: bool = False, progress: bool = True,
+                  base_url: str | None = None, files: dict | None = None) -> Path:
+    "Fetch `MACS.yaml` and the TAU 2019 clips it names into `<root>/MACS/{MACS.yaml,audio/}`; return `<root>/MACS`."
+    mdir = Path(root if root is not None else data_root()) / "MACS"
+    files = files or MACS_FILES
+    url = lambda f: f"{base_url.rstrip('/')}/{f['name']}" if base_url else f["url"]
+    ann = files["annotations"]
+    try:
+        download_file(url(ann), mdir / ann["name"], md5=ann.get("md5"), progress=progress)
+    except ChecksumError:
+        raise
+    except DownloadError as e:
+        raise DownloadError(f"{e}\n\n{_MANUAL['macs'].format(root=mdir.parent)}") from e
+    wanted = _macs_wanted(mdir / ann["name"])
+    audio = mdir / "audio"
+    audio.mkdir(parents=True, exist_ok=True)
+    for kind, f in files.items():
+        todo = wanted - {p.name for p in audio.iterdir()}
+        if kind == "annotations" or not todo:
+            continue
+        try:
+            arc = download_file(url(f), mdir / "archives" / f["name"], md5=f.get("md5"), progress=progress)
+        except ChecksumError:
+            raise
+        except DownloadError as e:
+            raise DownloadError(f"{e}\n\n{_MANUAL['macs'].format(root=mdir.parent)}") from e
+        n = 0
+        with zipfile.ZipFile(arc) as z:
+            for info in z.infolist():
+                name = Path(info.filename).name  # basename only: nothing is written outside `audio`
+                if name in todo:
+                    with z.open(info) as src, atomic_path(audio / name) as tmp, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                    n += 1
+        log.info(f"MACS: {n} clips from {f['name']}")
+        if not keep_archives:
+            arc.unlink()
+    left = wanted - {p.name for p in audio.iterdir()}
+    if left:
+        log.warning(f"MACS: {len(left)} of {len(wanted)} clips named in MACS.yaml were not in the archives "
+                    f"(first: {', '.join(sorted(left)[:3])})")
+    return mdir
+
+# %% ../nbs/03_download.ipynb #328645a8
 _MANUAL = {
-    "audiocaps": "AudioCaps: put the CSVs (train.csv, val.csv, test.csv from github.com/cdjkim/audiocaps, columns "
-                 "audiocap_id,youtube_id,start_time,caption) in {root}/AUDIOCAPS/csv_files/ and the audio you obtained "
-                 "as {root}/AUDIOCAPS/audio/{{train,val,test}}/<youtube_id>.wav (or .flac/.ogg).",
-    "macs": "MACS: put MACS.yaml (zenodo.org/record/5114771) at {root}/MACS/MACS.yaml and the TAU Urban Acoustic "
-            "Scenes 2019 development clips it names at {root}/MACS/audio/<filename>.",
+    "audiocaps": "AudioCaps audio is YouTube video and cannot be redistributed: put the clips you obtained at "
+                 "{root}/AUDIOCAPS/audio/{{train,val,test}}/<youtube_id>.wav (or .flac/.ogg), next to the CSVs in "
+                 "{root}/AUDIOCAPS/csv_files/ (train.csv, val.csv, test.csv from github.com/cdjkim/audiocaps; "
+                 "columns audiocap_id,youtube_id,start_time,caption).",
+    "macs": "MACS by hand: put MACS.yaml (" + MACS_RECORD + ") at {root}/MACS/MACS.yaml and the TAU Urban Acoustic "
+            "Scenes 2019 development clips it names (" + TAU2019_DEV_RECORD + ", archives audio.1-3 and 9-13) at "
+            "{root}/MACS/audio/<filename>; or put the archives in {root}/MACS/archives/ and rerun "
+            "`aacnb download macs`.",
 }
 
 def cli_download(argv: list[str] | None = None) -> int:
-    "`aacnb download`: fetch Clotho v2.1, or print where to put AudioCaps/MACS files."
-    p = argparse.ArgumentParser(prog="aacnb download", description=__doc__ or "Download datasets.")
+    "`aacnb download`: fetch Clotho v2.1, MACS (+ its TAU clips) or the AudioCaps CSVs."
+    p = argparse.ArgumentParser(prog="aacnb download",
+                                description="Download Clotho v2.1, MACS or the AudioCaps CSVs into the data root.")
     p.add_argument("dataset", nargs="?", default="clotho", choices=["clotho", "audiocaps", "macs"])
     p.add_argument("--root", default=None, help="data root (default: $AACNB_DATA or ./data)")
-    p.add_argument("--splits", nargs="+", default=["development", "validation", "evaluation"])
-    p.add_argument("--keep-archives", action="store_true", help="keep the 7z archives after extraction")
-    p.add_argument("--base-url", default=None, help="a mirror serving the record's files by name")
+    p.add_argument("--splits", nargs="+", default=["development", "validation", "evaluation"],
+                   help="Clotho splits (dev/val/eval also accepted)")
+    p.add_argument("--keep-archives", action="store_true", help="keep the archives after extraction")
+    p.add_argument("--base-url", default=None, help="a mirror serving the files by name")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     root = Path(a.root) if a.root else data_root()
-    if a.dataset != "clotho":
-        print(_MANUAL[a.dataset].format(root=root))
-        return 0
     try:
-        out = download_clotho(root, a.splits, keep_archives=a.keep_archives, progress=not a.no_progress,
-                              base_url=a.base_url)
+        if a.dataset == "clotho":
+            out = download_clotho(root, a.splits, keep_archives=a.keep_archives, progress=not a.no_progress,
+                                  base_url=a.base_url)
+        elif a.dataset == "macs":
+            out = download_macs(root, keep_archives=a.keep_archives, progress=not a.no_progress, base_url=a.base_url)
+        else:
+            out = download_audiocaps_csvs(root, progress=not a.no_progress, base_url=a.base_url)
+            print(_MANUAL["audiocaps"].format(root=root))
     except (DownloadError, ValueError) as e:
         print(f"error: {e}")
         return 1
-    print(f"Clotho v2.1 ready in {out}")
+    print(f"{a.dataset} ready in {out}")
     return 0

@@ -256,3 +256,11 @@ def test_dataset_with_real_feature_cache(tmp_path):
     b = collate_audio([ds[0], ds[5]])
     n0, n5 = (2 * sf.info(str(recs[i].audio_path)).frames // 3200 for i in (0, 5))
     assert b["features"].shape == (2, n5, 4) and b["feature_lengths"].tolist() == [n0, n5]
+
+
+def test_missing_audio_folder_says_how_to_get_it(tmp_path, warnings_log):
+    c = _clotho(tmp_path, sizes=(("evaluation", 2),))
+    import shutil
+    shutil.rmtree(c / "clotho_audio_files")
+    assert read_clotho(tmp_path, "evaluation") == []
+    assert len(warnings_log) == 1 and "2 of 2" in warnings_log[0] and "aacnb download clotho" in warnings_log[0]

@@ -10,8 +10,8 @@ import py7zr
 import pytest
 import soundfile as sf
 
-from aacnb.download import (ChecksumError, DownloadError, cli_download, download_clotho, download_file,
-                            extract_archive, md5sum)
+from aacnb.download import (ChecksumError, DownloadError, cli_download, download_audiocaps_csvs, download_clotho,
+                            download_file, download_macs, extract_archive, md5sum)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -76,7 +76,7 @@ PAYLOAD = bytes(np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint
 def test_full_download_md5_ok(server, tmp_path):
     server.files["a.bin"] = PAYLOAD
     out = download_file(f"{server.url}/a.bin?download=1", tmp_path / "a.bin", md5=_md5(PAYLOAD), progress=False)
-    assert out.read_bytes() == PAYLOAD
+    assert out.read_bytes() == PAYLOAD and md5sum(out) == _md5(PAYLOAD)
     assert not (tmp_path / "a.bin.part").exists()
     assert server.requests == [("a.bin", None)]
     # present and valid: not fetched again
@@ -245,6 +245,43 @@ def test_download_clotho_offline_says_what_to_do(tmp_path, capsys):
     assert "could not reach" in capsys.readouterr().out
 
 
-def test_cli_manual_datasets(tmp_path, capsys):
-    assert cli_download(["macs", "--root", str(tmp_path)]) == 0
-    assert "MACS.yaml" in capsys.readouterr().out
+def test_download_macs_takes_only_named_clips(server, tmp_path):
+    import zipfile
+    yaml_text = ("files:\n- filename: park-a.wav\n  annotations:\n  - {annotator_id: 1, sentence: birds sing, tags: []}\n"
+                 "- filename: bus-b.wav\n  annotations:\n  - {annotator_id: 2, sentence: a bus passes, tags: []}\n")
+    server.files["MACS.yaml"] = yaml_text.encode()
+    wav = tmp_path / "x.wav"
+    sf.write(wav, np.zeros(3200, "float32"), 16000)
+    zips = {}
+    for name, members in [("tau.audio.1.zip", ["park-a.wav", "other.wav"]), ("tau.audio.2.zip", ["bus-b.wav"]),
+                          ("tau.audio.3.zip", ["unused.wav"])]:
+        buf = tmp_path / name
+        with zipfile.ZipFile(buf, "w") as z:
+            for m in members:
+                z.write(wav, f"TAU-urban-acoustic-scenes-2019-development/audio/{m}")
+        server.files[name] = zips[name] = buf.read_bytes()
+    files = {"annotations": {"name": "MACS.yaml", "url": "", "md5": _md5(yaml_text.encode())},
+             **{n: {"name": n, "url": "", "md5": _md5(b)} for n, b in zips.items()}}
+    mdir = download_macs(tmp_path / "root", progress=False, base_url=server.url, files=files)
+    assert sorted(p.name for p in (mdir / "audio").iterdir()) == ["bus-b.wav", "park-a.wav"]
+    assert "tau.audio.3.zip" not in [r[0] for r in server.requests]  # everything found before the third archive
+    assert not list((mdir / "archives").iterdir())
+    from aacnb.datasets import read_macs
+    assert [r.captions for r in read_macs(tmp_path / "root")] == [["birds sing"], ["a bus passes"]]
+
+
+def test_download_audiocaps_csvs_and_cli(server, tmp_path, capsys):
+    for split in ("train", "val", "test"):
+        server.files[f"{split}.csv"] = b"audiocap_id,youtube_id,start_time,caption\n1,abc,0,a dog barks\n"
+    assert cli_download(["audiocaps", "--root", str(tmp_path), "--base-url", server.url, "--no-progress"]) == 0
+    assert (tmp_path / "AUDIOCAPS" / "csv_files" / "val.csv").exists()
+    assert "cannot be redistributed" in capsys.readouterr().out
+
+
+def test_macs_offline_says_what_to_do(tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with pytest.raises(DownloadError, match="MACS by hand"):
+        download_macs(tmp_path, progress=False, base_url=f"http://127.0.0.1:{port}")
