@@ -128,7 +128,10 @@ def read_audiocaps(root: str | os.PathLike, split: str) -> list[AudioCaptionReco
     records = []
     for yid, rs in groups.items():
         md = {"start_time": rs[0].get("start_time"), "audiocap_ids": [r.get("audiocap_id") for r in rs]}
-        records.append(AudioCaptionRecord(yid, found.get(yid, audio_dir / f"{yid}.wav"),
+        start = str(rs[0].get("start_time", "")).split(".")[0]
+        # `<youtube_id>` is the layout; `<youtube_id>_<start>` and AudioSet's `Y<youtube_id>` are also found
+        path = next((found[k] for k in (yid, f"{yid}_{start}", f"Y{yid}") if k in found), audio_dir / f"{yid}.wav")
+        records.append(AudioCaptionRecord(yid, path,
                                           _clean_captions(r["caption"] for r in rs), "audiocaps", split, md))
     return _keep_present(records, f"AudioCaps {split}", audio_dir,
                          "AudioCaps audio is not redistributable; `aacnb download audiocaps` says where it goes")

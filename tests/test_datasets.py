@@ -86,7 +86,7 @@ def _audiocaps(root):
     a = root / "AUDIOCAPS"
     (a / "csv_files").mkdir(parents=True)
     train = ["audiocap_id,youtube_id,start_time,caption"]
-    for i, yid in enumerate(["AAA", "BBB", "CCC"]):
+    for i, yid in enumerate(["AAA", "BBB", "CCC", "DDD", "EEE"]):
         train.append(f"{100 + i},{yid},30,A car engine idles {i}")
     (a / "csv_files" / "train.csv").write_text("\n".join(train) + "\n")
     val = ["audiocap_id,youtube_id,start_time,caption"]
@@ -98,6 +98,8 @@ def _audiocaps(root):
     (a / "csv_files" / "val.csv").write_text("\n".join(val) + "\n")
     _wav(a / "audio" / "train" / "AAA.wav")
     _wav(a / "audio" / "train" / "BBB.flac")  # CCC missing
+    _wav(a / "audio" / "train" / "DDD_30.wav")  # <youtube_id>_<start_time>
+    _wav(a / "audio" / "train" / "YEEE.wav")  # AudioSet-style name
     _wav(a / "audio" / "val" / "VV1.ogg", sr=32000)
     _wav(a / "audio" / "val" / "VV2.wav", channels=2)
 
@@ -105,10 +107,10 @@ def _audiocaps(root):
 def test_read_audiocaps(tmp_path, warnings_log):
     _audiocaps(tmp_path)
     tr = read_audiocaps(tmp_path, "train")
-    assert [r.audio_id for r in tr] == ["AAA", "BBB"]
-    assert [len(r.captions) for r in tr] == [1, 1]
+    assert [r.audio_id for r in tr] == ["AAA", "BBB", "DDD", "EEE"]
+    assert [len(r.captions) for r in tr] == [1, 1, 1, 1]
     assert tr[1].audio_path.suffix == ".flac" and tr[0].metadata["start_time"] == "30"
-    assert len(warnings_log) == 1 and "1 of 3" in warnings_log[0] and "CCC" in warnings_log[0]
+    assert len(warnings_log) == 1 and "1 of 5" in warnings_log[0] and "CCC" in warnings_log[0]
     va = read_audiocaps(tmp_path, "val")
     assert [r.audio_id for r in va] == ["VV1", "VV2"]
     assert va[0].captions == [f"People talk, VV1 {j}" for j in range(5)]
