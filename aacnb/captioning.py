@@ -187,7 +187,8 @@ class TransformerDecoder(nn.Module):
         "Everything that depends on the audio only, computed once per clip: cross-attention keys and values."
         mem = self.memory_proj(memory["frames"])                                # (B, T, C)
         return {"mem_kv": [layer.memory_kv(mem) for layer in self.layers],
-                "mem_mask": memory["mask"][:, None, None, :],                   # (B, 1, 1, T)
+                # (B, 1, 1, T); None when no clip is padded, which lets attention take its fast path
+                "mem_mask": None if bool(memory["mask"].all()) else memory["mask"][:, None, None, :],
                 "self_kv": [None] * len(self.layers), "t": 0}
 
     def forward(self, tokens: torch.Tensor, memory: dict) -> torch.Tensor:
