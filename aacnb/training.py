@@ -146,6 +146,8 @@ def to_device(batch: Any, device: torch.device) -> Any:
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(to_device(v, device) for v in batch))
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
@@ -324,6 +326,9 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
     amp_dtype, use_scaler = _amp_settings(cfg.amp, device)
     model.to(device)
 
+    if not hasattr(train_data, "__len__") or isinstance(train_data, torch.utils.data.IterableDataset):
+        raise TypeError(f"train_data must be a map-style Dataset with __len__ (the loop shuffles indices), "
+                        f"got {type(train_data).__name__}")
     n_batches = len(epoch_batches(len(train_data), cfg, 0))
     if n_batches == 0:
         raise ValueError(f"no training batches: {len(train_data)} items, batch_size={cfg.batch_size}, "
@@ -340,7 +345,7 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
     win, ep_meter = _Meter(), _Meter()
     resumed = last_path.exists()
     if resumed:
-        ck = load_checkpoint(last_path, model, map_location=device)
+        ck = load_checkpoint(last_path, model)  # on the CPU: RNG states must be CPU tensors
         _check_resumable(ck, cfg, last_path)
         opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"]); _set_rng_state(ck["rng"])
@@ -352,7 +357,7 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
     else:
         seed_everything(cfg.seed)
         if init_from is not None:
-            load_checkpoint(init_from, model, map_location=device)
+            load_checkpoint(init_from, model)
     prov = json.loads(json.dumps(provenance(seed=cfg.seed)))  # plain types (torch.__version__ is a str subclass)
 
     def save_last():
@@ -407,12 +412,13 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
         if val_fn is not None:
             model.eval()
             with torch.no_grad():
-                metrics = {k: float(v) for k, v in val_fn(model).items()}
+                metrics = {k: float(v) for k, v in val_fn(model).items() if v is not None}  # e.g. SPICE absent
             model.train()
         value = metrics.get(cfg.monitor) if cfg.monitor else None
         if cfg.monitor and val_fn is not None and value is None:
             raise KeyError(f"config.monitor={cfg.monitor!r} is not among val_fn's metrics {sorted(metrics)}")
-        if value is None or best is None or (value > best if cfg.monitor_mode == "max" else value < best):
+        if value is None or best is None or math.isnan(best) or (value > best if cfg.monitor_mode == "max"
+                                                                  else value < best):
             best, best_epoch = value, epoch + 1
             save_torch({"model": model.state_dict(), "epoch": epoch + 1, "step": step, "metrics": metrics,
                         "monitor": cfg.monitor, "config": cfg.to_dict(), "model_config": model_config,

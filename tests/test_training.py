@@ -355,6 +355,30 @@ def test_bad_model_output_and_nan(tmp_path):
         fit(NaN(), PairData(), run_config(), tmp_path / "b")
 
 
+def test_small_pieces(tmp_path):
+    from collections import namedtuple
+
+    from aacnb.training import to_device
+    P = namedtuple("P", "x y")
+    b = to_device(P(torch.ones(1), "s"), torch.device("cpu"))
+    assert isinstance(b, P) and b.y == "s"
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield {"x": torch.ones(4), "y": torch.ones(1)}
+
+    with pytest.raises(TypeError, match="map-style"):
+        fit(Linear(), Stream(), run_config(), tmp_path / "s")
+    # a NaN first validation does not lock model selection; None metrics (SPICE absent) are skipped
+    scores = iter([float("nan"), 0.3, 0.2])
+    r = fit(Linear(), PairData(), run_config(monitor="map10"), tmp_path / "n",
+            val_fn=lambda m: {"map10": next(scores), "spice": None})
+    assert (r.best_epoch, r.best_value) == (2, 0.3)
+    assert "val_spice" not in r.history[-1]
+    with pytest.raises(ValueError, match="no training batches"):
+        fit(Linear(), PairData(n=3), run_config(drop_last=True), tmp_path / "e")
+
+
 def _csv_steps(path):
     import csv
     with open(path) as f:
