@@ -273,6 +273,8 @@ def cli_extract_features(argv: list[str] | None = None) -> int:
         print(f"aacnb extract-features: {e}")
         return 1
     frames = sum(cache[k].shape[0] for k in cache.keys())
-    print(f"{out}: {len(cache)} clips, {frames} frames ({frames / 100 / 3600:.2f} h of audio) of 64 log-mel bins"
+    secs = frames * LogMelConfig().hop_length / SAMPLE_RATE
+    dur = f"{secs / 3600:.2f} h" if secs >= 3600 else f"{secs:.1f} s"
+    print(f"{out}: {len(cache)} clips, {frames} frames (about {dur} of audio) of 64 log-mel bins"
           + (f"; {len(cache.failed)} unreadable file(s) skipped" if cache.failed else ""))
     return 0
