@@ -347,6 +347,9 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
     if resumed:
         ck = load_checkpoint(last_path, model)  # on the CPU: RNG states must be CPU tensors
         _check_resumable(ck, cfg, last_path)
+        if ck.get("n_items", len(train_data)) != len(train_data):
+            raise ValueError(f"{last_path} was written for {ck['n_items']} training items, train_data has "
+                             f"{len(train_data)}; the epochs' order and the schedule depend on it (new out_dir?)")
         opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"]); _set_rng_state(ck["rng"])
         epoch, batch_i, step, history = ck["epoch"], ck["batch_in_epoch"], ck["step"], ck["history"]
@@ -363,7 +366,7 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
     def save_last():
         save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "scaler": scaler.state_dict(), "rng": _rng_state(), "epoch": epoch, "batch_in_epoch": batch_i,
-                    "step": step, "best": {"value": best, "epoch": best_epoch}, "history": history,
+                    "step": step, "n_items": len(train_data), "best": {"value": best, "epoch": best_epoch}, "history": history,
                     "meters": {"window": win.state(), "epoch": ep_meter.state()}, "config": cfg.to_dict(),
                     "model_config": model_config, "provenance": prov}, last_path)
 

@@ -97,11 +97,11 @@ def assert_same_weights(a, b):
 # --- the schedule ------------------------------------------------------------------------------------------
 
 def lrs(config, total, per_epoch):
-    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
     sched, out = make_scheduler(opt, config, total, per_epoch), []
     for _ in range(total):
         out.append(opt.param_groups[0]["lr"])
-        opt.step()
+        opt.step()  # no gradient: nothing moves, but the scheduler sees a step
         sched.step()
     return out
 
@@ -174,7 +174,7 @@ def test_deterministic_on_cpu(tmp_path):
     assert r3.history[0]["loss"] != r1.history[0]["loss"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~4 s, most of it the subprocess importing torch
 def test_kill_and_resume_matches_uninterrupted(tmp_path):
     "SIGKILL a run at step 8 (last.pt is from step 6, mid-epoch 2), resume it, compare with an uninterrupted run."
     killed = tmp_path / "killed"
@@ -225,6 +225,8 @@ def test_finished_run_returns_and_config_change_refused(tmp_path):
     assert again.resumed and again.steps == r.steps and again.history == r.history
     with pytest.raises(ValueError, match="lr: 0.03 -> 0.1"):
         fit(NoisyMLP(), PairData(), run_config(lr=0.1), tmp_path)
+    with pytest.raises(ValueError, match="written for 40 training items"):
+        fit(NoisyMLP(), PairData(n=44), run_config(), tmp_path)
     # fields that do not change the result may differ
     fit(NoisyMLP(), PairData(), run_config(checkpoint_every=0, progress=True), tmp_path)
 
