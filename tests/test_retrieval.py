@@ -344,3 +344,58 @@ def test_ensemble_zscore_is_scale_free_and_helps():
     assert retrieval_metrics(ensemble_similarity([sims[2]])) == retrieval_metrics(sims[2])
     with pytest.raises(ValueError, match="shape"):
         ensemble_similarity([sims[0], sims[1][:10]])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# search
+
+def _write_tones(folder):
+    import soundfile as sf
+    t = np.arange(16000) / 32000
+    for name, f in [("a.wav", 220), ("b.wav", 1000), ("sub/c.flac", 5000), ("d.ogg", 3000)]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / name, (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32), 32000)
+    (folder / "notes.txt").write_text("not audio")
+
+
+@pytest.mark.slow
+def test_search_cli_and_cache(tmp_path, capsys):
+    import json
+    from aacnb.core import save_torch
+    from aacnb.search import AudioSearcher, cli_search
+    _write_tones(tmp_path / "sounds")
+    torch.manual_seed(0)
+    m = build_biencoder("cnn14-tiny", "bert-tiny", embed_dim=16)
+    save_torch({"model": m.state_dict(), "model_config": m.model_config}, tmp_path / "best.pt")
+    argv = ["--model", str(tmp_path / "best.pt"), "--folder", str(tmp_path / "sounds"), "--query", "a beep",
+            "--top", "3", "--json", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    assert cli_search(argv) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert all(h["path"].endswith((".wav", ".flac", ".ogg")) for h in hits)
+    # the scores are the model's own cosine similarities
+    s = AudioSearcher.from_checkpoint(tmp_path / "best.pt", cache_dir=tmp_path / "cache", device="cpu")
+    paths = s.index(tmp_path / "sounds")
+    assert len(paths) == 4
+    caches = list((tmp_path / "cache").glob("*.h5"))
+    assert len(caches) == 1
+    mtime = caches[0].stat().st_mtime_ns
+    s.index(tmp_path / "sounds")
+    assert caches[0].stat().st_mtime_ns == mtime  # nothing re-embedded
+    from aacnb.audio import load_audio
+    with torch.no_grad():
+        model = s.model
+        wav = load_audio(paths[0])[None]
+        direct = (model.encode_audio(wav) @ model.encode_text(["a beep"]).t()).item()
+    top = {h["path"]: h["score"] for h in s.search("a beep", top=4)}
+    assert abs(top[str(paths[0])] - direct) < 1e-4
+    # an edited file is embedded again
+    import soundfile as sf
+    sf.write(tmp_path / "sounds" / "a.wav", np.zeros(8000, np.float32), 32000)
+    s.index(tmp_path / "sounds")
+    assert caches[0].stat().st_mtime_ns != mtime
+    # friendly failures
+    assert cli_search(["--model", str(tmp_path / "missing.pt"), "--folder", str(tmp_path), "--query", "x"]) == 1
+    assert "missing.pt" in capsys.readouterr().err
+    assert cli_search(argv[:2] + ["--folder", str(tmp_path / "cache"), "--query", "x", "--device", "cpu",
+                                  "--cache-dir", str(tmp_path / "cache")]) == 1
