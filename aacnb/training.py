@@ -298,6 +298,11 @@ def _row(model, epoch: int, step: int, kind: str, means: dict, lr: float, extra:
     return {"epoch": epoch + 1, "step": step, "kind": kind, **means, "lr": lr,
             **({"temperature": t} if t is not None else {}), **(extra or {})}
 
+def _finite(means: dict, epoch: int, step: int) -> dict:
+    if not math.isfinite(means["loss"]):
+        raise FloatingPointError(f"training loss is {means['loss']} at epoch {epoch + 1}, step {step}")
+    return means
+
 def _write_log(path: Path, rows: list[dict]) -> None:
     cols = list(dict.fromkeys(k for r in rows for k in r))
     with atomic_write(path, "w", newline="", encoding="utf-8") as f:
@@ -318,7 +323,7 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
         val_fn: Callable[[torch.nn.Module], dict] | None = None, collate_fn: Callable | None = None,
         init_from: str | Path | None = None, model_config: dict | None = None,
         on_step: Callable[[TrainState], None] | None = None) -> TrainResult:
-    "Train `model` on the Dataset `train_data`; write `log.csv`, `last.pt`, `best.pt` to `out_dir`; resume if `last.pt` exists."
+    "Train `model` on the Dataset `train_data`, writing log.csv, last.pt and best.pt to `out_dir`; resume from last.pt."
     cfg, out_dir, log = config, Path(out_dir), get_logger("aacnb.training")
     last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "log.csv"
     model_config = json.loads(json.dumps(model_config)) if model_config is not None else None  # plain data only
@@ -365,10 +370,11 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
 
     def save_last():
         save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": _rng_state(), "epoch": epoch, "batch_in_epoch": batch_i,
-                    "step": step, "n_items": len(train_data), "best": {"value": best, "epoch": best_epoch}, "history": history,
-                    "meters": {"window": win.state(), "epoch": ep_meter.state()}, "config": cfg.to_dict(),
-                    "model_config": model_config, "provenance": prov}, last_path)
+                    "scaler": scaler.state_dict(), "rng": _rng_state(),
+                    "epoch": epoch, "batch_in_epoch": batch_i, "step": step, "n_items": len(train_data),
+                    "best": {"value": best, "epoch": best_epoch}, "history": history,
+                    "meters": {"window": win.state(), "epoch": ep_meter.state()},
+                    "config": cfg.to_dict(), "model_config": model_config, "provenance": prov}, last_path)
 
     lr = opt.param_groups[0]["lr"]
     while epoch < cfg.epochs:
@@ -399,9 +405,7 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
             sched.step()
             step += 1
             if step % cfg.log_every == 0:
-                means = win.means(); win = _Meter()
-                if not math.isfinite(means["loss"]):
-                    raise FloatingPointError(f"training loss is {means['loss']} at epoch {epoch + 1}, step {step}")
+                means = _finite(win.means(), epoch, step); win = _Meter()
                 history.append(_row(model, epoch, step, "train", means, lr))
                 _write_log(log_path, history)
                 bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.2e}")
@@ -426,7 +430,7 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
             save_torch({"model": model.state_dict(), "epoch": epoch + 1, "step": step, "metrics": metrics,
                         "monitor": cfg.monitor, "config": cfg.to_dict(), "model_config": model_config,
                         "provenance": prov}, best_path)
-        ep_means = ep_meter.means(); ep_meter = _Meter()
+        ep_means = _finite(ep_meter.means(), epoch, step); ep_meter = _Meter()
         history.append(_row(model, epoch, step, "epoch", ep_means, lr, {f"val_{k}": v for k, v in metrics.items()}))
         _write_log(log_path, history)
         epoch, batch_i = epoch + 1, 0
