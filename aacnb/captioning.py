@@ -19,7 +19,7 @@ from .core import Config
 # %% auto #0
 __all__ = ['CaptionConfig', 'length_mask', 'masked_mean', 'BiGRUEncoder', 'sinusoid_table', 'MultiHeadAttention',
            'TransformerDecoderLayer', 'TransformerDecoder', 'GRUDecoder', 'Captioner', 'build_captioner',
-           'count_parameters', 'encode_captions']
+           'count_parameters', 'encode_captions', 'CaptionCollator']
 
 # %% ../nbs/30_captioning.ipynb #f3609334
 @dataclasses.dataclass
@@ -367,3 +367,28 @@ def encode_captions(captions: Sequence[str], vocab, max_len: int | None = None) 
     for i, x in enumerate(ids):
         out[i, :len(x)] = torch.tensor(x)
     return out
+
+# %% ../nbs/30_captioning.ipynb #f292b62d
+class CaptionCollator:
+    "items with 'features' (T, D) and 'caption' or 'captions' -> {'features' (B, T, D), 'feature_lengths', 'tokens'?, ...}."
+    def __init__(self, vocab, max_tokens: int | None = None):
+        self.vocab, self.max_tokens = vocab, max_tokens
+
+    def __call__(self, items: Sequence[dict]) -> dict:
+        if not items:
+            raise ValueError("cannot collate an empty batch")
+        feats = [torch.as_tensor(it["features"], dtype=torch.float32) for it in items]
+        if any(f.dim() != 2 for f in feats):
+            bad = next(it.get("audio_id", "?") for it, f in zip(items, feats) if f.dim() != 2)
+            raise ValueError(f"clip {bad!r}: captioning needs frame features (T, D); rebuild the cache with frames")
+        lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
+        out = {"features": torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), "feature_lengths": lengths}
+        for key in ("audio_id", "index"):
+            if key in items[0]:
+                out[key] = [it[key] for it in items]
+        if "caption" in items[0]:
+            out["caption"] = [it["caption"] for it in items]
+            out["tokens"] = encode_captions(out["caption"], self.vocab, self.max_tokens)
+        if "captions" in items[0]:
+            out["captions"] = [list(it["captions"]) for it in items]
+        return out

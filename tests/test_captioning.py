@@ -1,0 +1,188 @@
+"""Captioners: Table 1 parameter counts, shapes, masking, cached == parallel decoding, scheduled sampling, overfit."""
+import pytest
+import torch
+
+from aacnb.captioning import (CaptionCollator, CaptionConfig, build_captioner, count_parameters, encode_captions)
+from aacnb.core import ConfigError
+from aacnb.decoding import greedy_decode
+
+TINY = dict(vocab_size=20, feature_dim=6, enc_hidden=8, d_model=16, nhead=2, dim_feedforward=32,
+            gru_hidden=16, gru_emb_dim=8, attn_size=8, dropout=0.0)
+DECODERS = ["transformer", "gru"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models: threads only add contention on a shared CPU
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _batch(B=3, T=7, L=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(B, T, TINY["feature_dim"], generator=g)
+    lens = torch.tensor([T, 4, 2][:B])
+    tokens = torch.randint(4, TINY["vocab_size"], (B, L), generator=g)
+    tokens[:, 0] = 1
+    tokens[0, -1] = 2
+    tokens[1, 3], tokens[1, 4:] = 2, 0
+    tokens[2, 2], tokens[2, 3:] = 2, 0
+    return {"features": feats, "feature_lengths": lens, "tokens": tokens}
+
+
+@pytest.mark.parametrize("decoder,layers,table1,authors", [("transformer", 2, 10.4e6, 10_412_560),
+                                                           ("transformer", 4, 12.5e6, 12_519_440),
+                                                           ("gru", 1, 14.6e6, 14_584_080)])
+def test_table1_parameter_counts(decoder, layers, table1, authors):
+    # Counted with the authors' Clotho vocabulary (4,368 words) and CNN14 frame features (2,048-d).
+    n = count_parameters(build_captioner(decoder, layers, vocab_size=4368, feature_dim=2048))
+    assert abs(n - table1) / table1 < 0.05
+    # the authors' code stores the 100 x 256 sinusoid table as a frozen Parameter; we keep it as a buffer
+    assert n + (100 * 256 if decoder == "transformer" else 0) == authors
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="CaptionConfig.d_model"):
+        CaptionConfig(d_model=30, nhead=4)
+    with pytest.raises(ConfigError, match="ss_mode"):
+        CaptionConfig(ss_mode="beam")
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_shapes_and_friendly_errors(decoder):
+    m = build_captioner(decoder, **TINY).eval()
+    b = _batch()
+    out = m(b)
+    assert out["logits"].shape == (3, 5, 20) and out["loss"].ndim == 0
+    mem = m.encode(b["features"], b["feature_lengths"])
+    assert mem["frames"].shape == (3, 7, 16) and mem["clip"].shape == (3, 16)
+    with pytest.raises(ValueError, match="feature_dim"):
+        m.encode(torch.randn(2, 5, 9))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        m({**b, "tokens": torch.full((3, 4), 25)})
+    with pytest.raises(KeyError, match="tokens"):
+        m({"features": b["features"]})
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_padded_frames_are_ignored(decoder):
+    m = build_captioner(decoder, **TINY).eval()
+    b = _batch()
+    ref = m(b)["logits"]
+    f = b["features"].clone()
+    f[1, 4:] = 1e3
+    f[2, 2:] = -7.0
+    torch.testing.assert_close(m({**b, "features": f})["logits"], ref)
+    # and the padded clip alone, unpadded, gives the same logits
+    one = {"features": b["features"][2:3, :2], "feature_lengths": torch.tensor([2]), "tokens": b["tokens"][2:3]}
+    torch.testing.assert_close(m(one)["logits"][0], ref[2], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_decoder_is_causal(decoder):
+    m = build_captioner(decoder, **TINY).eval()
+    b = _batch()
+    ref = m(b)["logits"]
+    t = b["tokens"].clone()
+    t[:, 3:] = 5  # change the future (inputs 3..): logits at positions 0..2 must not move
+    out = m({**b, "tokens": t})["logits"]
+    torch.testing.assert_close(out[:, :3], ref[:, :3])
+    assert not torch.allclose(out[:, 3:], ref[:, 3:])
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_cached_steps_equal_parallel_forward(decoder):
+    m = build_captioner(decoder, **TINY).eval()
+    b = _batch()
+    ref = m(b)["logits"]
+    cache = m.init_cache(m.encode(b["features"], b["feature_lengths"]))
+    steps = []
+    for t in range(b["tokens"].shape[1] - 1):
+        logits, cache = m.step(b["tokens"][:, t], cache)
+        steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, 1), ref, atol=1e-5, rtol=1e-5)
+
+
+class _State:
+    def __init__(self, progress):
+        self.progress = progress
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_scheduled_sampling(decoder):
+    torch.manual_seed(0)
+    m = build_captioner(decoder, **{**TINY, "tf_end": 0.0}).train()
+    b = _batch()
+    assert m.teacher_forcing_prob(0.0) == 1.0 and m.teacher_forcing_prob(0.5) == 0.5
+    # progress 0: teacher forcing only, the same loss as forward
+    torch.testing.assert_close(m.training_step(b, _State(0.0)), m(b)["loss"])
+    # progress 1 with tf_end=0: every input after <bos> is the model's own prediction
+    loss = m.training_step(b, _State(1.0))
+    assert torch.isfinite(loss) and not torch.isclose(loss, m(b)["loss"])
+    loss.backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
+def test_report_schedule_default():
+    m = build_captioner("transformer", **TINY)
+    assert m.teacher_forcing_prob(1.0) == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_tiny_overfit(decoder):
+    torch.manual_seed(0)
+    m = build_captioner(decoder, **{**TINY, "label_smoothing": 0.0})
+    b = _batch()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(80):
+        loss = m(b)["loss"]
+        opt.zero_grad(); loss.backward(); opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
+    m.eval()
+    got = greedy_decode(m, b["features"], b["feature_lengths"], max_len=8)
+    want = [[t for t in row[1:] if t not in (0, 2)] for row in b["tokens"].tolist()]
+    want = [w[:list(row[1:]).index(2)] if 2 in row[1:] else w for w, row in zip(want, b["tokens"].tolist())]
+    assert got == want
+
+
+def test_collator_and_encode_captions():
+    from aacnb.text import Vocabulary
+    vocab = Vocabulary.build(["a dog barks", "rain falls on a roof"])
+    items = [{"audio_id": "x", "features": torch.zeros(4, 3), "caption": "A dog barks!"},
+             {"audio_id": "y", "features": torch.ones(2, 3), "caption": "rain falls"}]
+    b = CaptionCollator(vocab)(items)
+    assert b["features"].shape == (2, 4, 3) and b["feature_lengths"].tolist() == [4, 2]
+    assert vocab.decode(b["tokens"][0].tolist()) == "a dog barks"
+    assert b["tokens"][1].tolist()[-1] == vocab.pad_id and b["audio_id"] == ["x", "y"]
+    t = encode_captions(["rain falls on a roof"], vocab, max_len=4)
+    assert t.shape == (1, 4) and t[0, -1].item() == vocab.eos_id
+    with pytest.raises(ValueError, match="frame features"):
+        CaptionCollator(vocab)([{"audio_id": "z", "features": torch.zeros(3), "caption": "a"}])
+
+
+def test_fit_trains_a_captioner_and_the_checkpoint_rebuilds(tmp_path):
+    from aacnb.training import TrainConfig, build_from_checkpoint, fit
+    from aacnb.text import Vocabulary
+    torch.manual_seed(0)
+    caps = ["a dog barks", "rain falls", "a car passes", "birds sing"]
+    vocab = Vocabulary.build(caps)
+    items = [{"audio_id": str(i), "features": torch.randn(5, 6), "caption": c} for i, c in enumerate(caps)]
+    kwargs = {**TINY, "vocab_size": len(vocab)}
+    model = build_captioner("transformer", **kwargs)
+    cfg = TrainConfig.captioning_xe(epochs=2, batch_size=2, warmup_steps=1, lr=1e-3, monitor="", progress=False,
+                                    device="cpu", log_every=1)
+    seen = []
+    orig = model.training_step
+    model.training_step = lambda batch, state: (seen.append(state.progress), orig(batch, state))[1]
+    fit(model, items, cfg, tmp_path, collate_fn=CaptionCollator(vocab),
+        model_config={"builder": "aacnb.captioning:build_captioner", "kwargs": {"decoder": "transformer", **kwargs},
+                      "vocab": vocab.itos})
+    assert seen[0] == 0.0 and 0 < seen[-1] < 1
+    again = build_from_checkpoint(tmp_path / "last.pt")
+    feats = torch.randn(2, 5, 6)
+    model.eval()
+    assert greedy_decode(again, feats, max_len=5) == greedy_decode(model, feats, max_len=5)

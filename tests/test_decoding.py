@@ -1,0 +1,170 @@
+"""Decoding: batched beam search == per-clip reference, beam 1 == greedy, ensembles, masking, EOS and lengths."""
+import copy
+
+import pytest
+import torch
+
+from aacnb.captioning import build_captioner
+from aacnb.decoding import (Stepper, beam_search, beam_search_reference, greedy_decode, sample_decode, strip)
+
+TINY = dict(vocab_size=40, feature_dim=6, enc_hidden=8, d_model=16, nhead=2, dim_feedforward=32,
+            gru_hidden=16, gru_emb_dim=8, attn_size=8, dropout=0.0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models: threads only add contention on a shared CPU
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _trained(decoder, layers, seed, steps=50):
+    "A briefly trained tiny captioner: untrained ones loop on one token or stop at once, which tests nothing."
+    torch.manual_seed(seed)
+    m = build_captioner(decoder, layers, **TINY)
+    g = torch.Generator().manual_seed(100 + seed)
+    B, T, L = 16, 9, 10
+    f, l = torch.randn(B, T, 6, generator=g), torch.randint(1, T + 1, (B,), generator=g)
+    tok = torch.randint(4, TINY["vocab_size"], (B, L), generator=g)
+    tok[:, 0] = 1
+    for i, k in enumerate(torch.randint(2, L, (B,), generator=g).tolist()):  # captions of 1..8 words
+        tok[i, k], tok[i, k + 1:] = 2, 0
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = m({"features": f, "feature_lengths": l, "tokens": tok})["loss"]
+        opt.zero_grad(); loss.backward(); opt.step()
+    return m.eval()
+
+
+_CACHE = {}
+
+
+def _models(seed=0):
+    if not _CACHE:
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        _CACHE.update(transformer=_trained("transformer", 2, 0), transformer4=_trained("transformer", 4, 1),
+                      gru=_trained("gru", 1, 2))
+        torch.set_num_threads(n)
+    return {k: copy.deepcopy(v) for k, v in _CACHE.items()}
+
+
+def _inputs(B=10, T=9, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, T, 6, generator=g), torch.randint(1, T + 1, (B,), generator=g)
+
+
+@pytest.mark.parametrize("name", ["transformer", "transformer4", "gru", "ensemble"])
+@pytest.mark.parametrize("beam", [2, 3, 5])
+def test_batched_beam_search_equals_per_clip_reference(name, beam):
+    ms = _models()
+    model = list(ms.values()) if name == "ensemble" else ms[name]
+    f, l = _inputs()
+    got = beam_search(model, f, l, beam_size=beam, max_len=12)
+    assert got == beam_search_reference(model, f, l, beam_size=beam, max_len=12)
+    # length normalisation changes which finished beam wins, in both the same way
+    assert (beam_search(model, f, l, beam_size=beam, max_len=12, length_normalize=True)
+            == beam_search_reference(model, f, l, beam_size=beam, max_len=12, length_normalize=True))
+
+
+@pytest.mark.parametrize("name", ["transformer", "gru"])
+def test_recomputing_reference_equals_cached_decoding(name):
+    m = _models()[name]
+    f, l = _inputs(B=4)
+    assert (beam_search_reference(m, f, l, beam_size=3, max_len=10, recompute=True)
+            == beam_search(m, f, l, beam_size=3, max_len=10))
+
+
+@pytest.mark.parametrize("name", ["transformer", "gru", "ensemble"])
+def test_beam_of_one_is_greedy(name):
+    ms = _models()
+    model = list(ms.values()) if name == "ensemble" else ms[name]
+    f, l = _inputs()
+    assert beam_search(model, f, l, beam_size=1, max_len=12) == greedy_decode(model, f, l, max_len=12)
+
+
+def test_beam_search_finds_higher_scores_than_greedy():
+    m = _models()["transformer"]
+    f, l = _inputs()
+    caps, scores = beam_search(m, f, l, beam_size=4, max_len=12, return_scores=True)
+    assert len({len(c) for c in caps}) > 1  # captions end at different steps: EOS bookkeeping is exercised
+    _, g_scores = beam_search(m, f, l, beam_size=1, max_len=12, return_scores=True)
+    assert all(s >= g - 1e-5 for s, g in zip(scores, g_scores))
+    assert any(s > g + 1e-4 for s, g in zip(scores, g_scores))
+
+
+@pytest.mark.parametrize("name", ["transformer", "gru"])
+def test_ensemble_of_one_is_the_model(name):
+    m = _models()[name]
+    f, l = _inputs()
+    assert beam_search([m], f, l, beam_size=3) == beam_search(m, f, l, beam_size=3)
+    assert greedy_decode([m], f, l) == greedy_decode(m, f, l)
+    # two copies of one model average to the same log-probs
+    assert beam_search([m, m], f, l, beam_size=3) == beam_search(m, f, l, beam_size=3)
+
+
+def test_ensemble_averages_log_probs():
+    ms = _models()
+    f, l = _inputs(B=3)
+    a, b = ms["transformer"], ms["gru"]
+    tok = torch.full((3,), 1)
+    got = Stepper([a, b], f, l).step(tok)
+    want = (Stepper([a], f, l).step(tok) + Stepper([b], f, l).step(tok)) / 2
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("name", ["transformer", "gru"])
+def test_padding_does_not_change_captions(name):
+    m = _models()[name]
+    f, l = _inputs()
+    g = f.clone()
+    for i, n in enumerate(l.tolist()):
+        g[i, n:] = torch.randn_like(g[i, n:]) * 50
+    assert beam_search(m, g, l, beam_size=3) == beam_search(m, f, l, beam_size=3)
+    assert greedy_decode(m, g, l) == greedy_decode(m, f, l)
+
+
+def test_eos_and_max_len_bookkeeping():
+    m = _models()["transformer"]
+    f, l = _inputs(B=4)
+    with torch.no_grad():
+        m.decoder.classifier.bias[2] = 100.0  # <eos> always wins: empty captions
+    assert beam_search(m, f, l, beam_size=3) == [[]] * 4
+    assert greedy_decode(m, f, l) == [[]] * 4
+    seqs = greedy_decode(m, f, l, return_tensors=True)
+    assert seqs.shape == (4, 1) and (seqs == 2).all()
+    with torch.no_grad():
+        m.decoder.classifier.bias[2] = -100.0  # <eos> never: captions run to max_len
+    assert all(len(c) == 7 for c in beam_search(m, f, l, beam_size=3, max_len=7))
+    assert all(len(c) == 7 for c in greedy_decode(m, f, l, max_len=7))
+
+
+def test_sampling_is_reproducible_and_returns_log_probs():
+    m = _models()["gru"]
+    f, l = _inputs(B=5)
+    a = sample_decode(m, f, l, generator=torch.Generator().manual_seed(3))
+    b = sample_decode(m, f, l, generator=torch.Generator().manual_seed(3))
+    assert a == b
+    # a very low temperature is greedy
+    assert sample_decode(m, f, l, temperature=1e-4, generator=torch.Generator().manual_seed(0)) == greedy_decode(m, f, l)
+    m.train()
+    toks, lps = sample_decode(m, f, l, max_len=8, return_logprobs=True, generator=torch.Generator().manual_seed(1))
+    assert toks.shape == lps.shape and lps.requires_grad
+    after_eos = torch.cumsum((toks == 2).long(), 1) - (toks == 2).long() > 0
+    assert (lps[after_eos] == 0).all() and (toks[after_eos] == 0).all()
+    lps.sum().backward()
+    with pytest.raises(ValueError, match="temperature"):
+        sample_decode(m, f, l, temperature=0)
+
+
+def test_errors():
+    ms = _models()
+    f, l = _inputs(B=2)
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(ms["gru"], f, l, beam_size=0)
+    other = build_captioner("gru", **{**TINY, "vocab_size": 30})
+    with pytest.raises(ValueError, match="vocabulary"):
+        beam_search([ms["gru"], other], f, l)
+    assert strip([1, 5, 6, 2, 7]) == [5, 6]
