@@ -159,19 +159,48 @@ def table2_parameter_counts(embed_dim: int = 1024) -> list[dict]:
     return rows
 
 # %% ../nbs/12_retrieval.ipynb #45789534
-def _topk_relevance(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
-    "(Q, N) scores and relevance -> (Q, k) relevance of each query's top k, ties broken by index."
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]  # (Q, k)
-    return relevant.gather(1, order).to(torch.float64)
+def _ranks(scores: torch.Tensor, query: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+    "0-based rank of `item[p]` in the ranking of query `query[p]` (descending score, ties by lower index)."
+    Q, N = scores.shape
+    if len(query) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    ref = scores[query, item]  # (P,)
+    # lay the pairs out as a (Q, M) grid, M = most relevant items of any query, to search each sorted row once
+    order = torch.from_numpy(np.lexsort((item.numpy(), query.numpy())))
+    n_rel = torch.bincount(query, minlength=Q)
+    first = torch.cumsum(n_rel, 0) - n_rel
+    slot = torch.empty_like(query)
+    slot[order] = torch.arange(len(query)) - first[query[order]]
+    grid = torch.full((Q, int(n_rel.max())), float("nan"), dtype=scores.dtype)
+    grid[query, slot] = ref
+    srt = torch.from_numpy(np.sort(scores.numpy(), axis=1))  # (Q, N) ascending (NumPy's sort is the faster here)
+    right = torch.searchsorted(srt, grid, right=True)[query, slot]  # items scoring <= ref
+    left = torch.searchsorted(srt, grid, right=False)[query, slot]  # items scoring < ref
+    ranks = N - right  # items scoring strictly higher
+    tied = (right - left) > 1  # exact ties are rare with float scores: resolve those pairs directly
+    if tied.any():
+        q, it = query[tied], item[tied]
+        row = scores[q]  # (T, N)
+        before = (row == ref[tied][:, None]) & (torch.arange(N)[None, :] < it[:, None])
+        ranks[tied] += before.sum(1)
+    return ranks
 
-def _ranking_metrics(scores: torch.Tensor, relevant: torch.Tensor, ks=(1, 5, 10), map_k: int = 10) -> dict:
-    kmax = max(max(ks), map_k)
-    hits = _topk_relevance(scores, relevant, min(kmax, scores.shape[1]))  # (Q, k)
-    out = {f"r{k}": 100 * hits[:, :k].amax(1).mean().item() for k in ks}
-    h = hits[:, :map_k]
-    prec = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=torch.float64)  # P@k
-    n_rel = relevant.sum(1).clamp(min=1, max=map_k).to(torch.float64)
-    out[f"map{map_k}"] = 100 * ((prec * h).sum(1) / n_rel).mean().item()
+def _ranking_metrics(scores: torch.Tensor, query: torch.Tensor, item: torch.Tensor, ks=(1, 5, 10),
+                     map_k: int = 10) -> dict:
+    "R@k and mAP@map_k over the queries of `scores` (Q, N), given the (query, relevant item) pairs."
+    Q = scores.shape[0]
+    ranks = _ranks(scores, query, item)
+    best = torch.full((Q,), torch.iinfo(torch.long).max).scatter_reduce(0, query, ranks, "amin")
+    out = {f"r{k}": 100 * (best < k).double().mean().item() for k in ks}
+    order = torch.from_numpy(np.lexsort((ranks.numpy(), query.numpy())))  # by query, then rank
+    q_sorted, r_sorted = query[order], ranks[order]
+    n_rel = torch.bincount(query, minlength=Q)
+    first = torch.cumsum(n_rel, 0) - n_rel  # where each query's pairs start
+    m = torch.arange(len(order)) - first[q_sorted] + 1  # 1-based position among the query's relevant items
+    contrib = torch.where(r_sorted < map_k, m.double() / (r_sorted.double() + 1), torch.zeros(()).double())
+    ap = torch.zeros(Q, dtype=torch.float64).index_add_(0, q_sorted, contrib)
+    ap = ap / n_rel.clamp(min=1, max=map_k).double()
+    out[f"map{map_k}"] = 100 * ap.mean().item()
     return out
 
 def retrieval_metrics(similarity, text_to_audio=None, ks=(1, 5, 10)) -> dict:
@@ -190,9 +219,10 @@ def retrieval_metrics(similarity, text_to_audio=None, ks=(1, 5, 10)) -> dict:
         t2a = torch.as_tensor(np.asarray(text_to_audio), dtype=torch.long)
         if t2a.shape != (n_t,) or (len(t2a) and (t2a.min() < 0 or t2a.max() >= n_a)):
             raise ValueError(f"text_to_audio must hold {n_t} clip indices in [0, {n_a}), got shape {tuple(t2a.shape)}")
-    relevant = t2a[:, None] == torch.arange(n_a)[None, :]  # (n_t, n_a)
-    out = _ranking_metrics(S, relevant, ks)
-    out.update({f"a2t_{k}": v for k, v in _ranking_metrics(S.t(), relevant.t(), ks).items()})
+    captions = torch.arange(n_t)
+    out = _ranking_metrics(S, captions, t2a, ks)  # query: caption, relevant: its clip
+    a2t = _ranking_metrics(S.t().contiguous(), t2a, captions, ks)  # query: clip, relevant: its captions
+    out.update({f"a2t_{k}": v for k, v in a2t.items()})
     return out
 
 # %% ../nbs/12_retrieval.ipynb #7c1035ba
