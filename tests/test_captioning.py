@@ -186,3 +186,58 @@ def test_fit_trains_a_captioner_and_the_checkpoint_rebuilds(tmp_path):
     feats = torch.randn(2, 5, 6)
     model.eval()
     assert greedy_decode(again, feats, max_len=5) == greedy_decode(model, feats, max_len=5)
+
+
+def _write_tone(path, f0, seconds=1.0):
+    import numpy as np
+    import soundfile as sf
+    t = np.arange(int(32000 * seconds)) / 32000
+    sf.write(path, 0.3 * np.sin(2 * np.pi * f0 * t), 32000)
+
+
+def test_caption_cli_with_extractor_and_ensemble(tmp_path, capsys):
+    import json
+    from aacnb.caption import AudioCaptioner, cli_caption
+    from aacnb.cli import main
+    from aacnb.core import save_torch
+    from aacnb.encoders import Cnn14
+    from aacnb.text import Vocabulary
+    torch.manual_seed(0)
+    enc_kwargs = {"width": 1 / 16, "audioset_head": False}  # 128-d frames
+    enc = Cnn14(**enc_kwargs)
+    save_torch({"model": enc.state_dict(), "model_config": {"builder": "aacnb.encoders:Cnn14", "kwargs": enc_kwargs}},
+               tmp_path / "extractor.pt")
+    vocab = Vocabulary.build(["a dog barks", "rain falls on a roof"])
+    (tmp_path / "run" / "train").mkdir(parents=True)
+    vocab.save(tmp_path / "run" / "vocab.json")  # the study's layout: <run>/vocab.json, <run>/train/best.pt
+    ckpts = []
+    for i, dec in enumerate(["transformer", "gru"]):
+        kw = {**TINY, "decoder": dec, "vocab_size": len(vocab), "feature_dim": enc.embed_dim}
+        p = tmp_path / "run" / "train" / f"m{i}.pt"
+        save_torch({"model": build_captioner(**kw).state_dict(),
+                    "model_config": {"builder": "aacnb.captioning:build_captioner", "kwargs": kw,
+                                     "extractor": str(tmp_path / "extractor.pt")}}, p)
+        ckpts.append(p)
+    for name, f0 in (("a.wav", 300.0), ("b.flac", 1200.0)):
+        _write_tone(tmp_path / name, f0)
+    files = [str(tmp_path / "a.wav"), str(tmp_path / "b.flac")]
+    # explicit --extractor, JSON output, through the `aacnb` router
+    assert main(["caption", "--model", str(ckpts[0]), "--extractor", str(tmp_path / "extractor.pt"), *files,
+                 "--json", "--max-len", "6", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in out] == files and all(isinstance(r["caption"], str) for r in out)
+    # extractor found through model_config; two models decode as an ensemble, the same as the Python API
+    assert cli_caption(["--model", str(ckpts[0]), "--model", str(ckpts[1]), *files, "--beam", "2",
+                        "--max-len", "6", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    api = AudioCaptioner.from_checkpoints(ckpts, device="cpu", beam_size=2, max_len=6).caption_files(files)
+    assert lines == [f"{r['file']}\t{r['caption']}" for r in api]
+    # friendly failures
+    assert cli_caption(["--model", str(tmp_path / "nope.pt"), *files]) == 2
+    assert "not found" in capsys.readouterr().err
+    save_torch({"model": build_captioner(**{**TINY, "vocab_size": len(vocab), "feature_dim": enc.embed_dim}).state_dict(),
+                "model_config": {"builder": "aacnb.captioning:build_captioner",
+                                 "kwargs": {**TINY, "vocab_size": len(vocab), "feature_dim": enc.embed_dim}}},
+               tmp_path / "run" / "train" / "noext.pt")
+    assert cli_caption(["--model", str(tmp_path / "run" / "train" / "noext.pt"), *files]) == 2
+    assert "--extractor" in capsys.readouterr().err
