@@ -116,20 +116,20 @@ class _NgramTable(NamedTuple):
 
 # %% ../nbs/21_cider.ipynb #637b20f6
 class _Entries(NamedTuple):
-    "TF-IDF entries of S sentences, sorted by sentence: row (E,), gram (E,) = id * n + order, order (E,), val (E,)."
+    "TF-IDF entries of S sentences: row (E,) sentence, gram (E,) = id * n + order, order (E,), val (E,)."
     row: np.ndarray
     gram: np.ndarray
     order: np.ndarray
     val: np.ndarray
     norm: np.ndarray    # (S, n) per-order vector norms
     blen: np.ndarray    # (S,) bigram count max(len - 1, 0): pycocoevalcap's "length"
-    start: np.ndarray   # (S + 1,) where each sentence's entries begin
 
-    def take(self, rows: np.ndarray) -> "_Entries":
-        "The entries of sentences `rows` (in that order), renumbered 0..len(rows)-1."
-        idx, cnt = _ranges(self.start[rows], self.start[rows + 1])
-        return _Entries(np.repeat(np.arange(len(rows)), cnt), self.gram[idx], self.order[idx], self.val[idx],
-                        self.norm[rows], self.blen[rows], np.concatenate([[0], np.cumsum(cnt)]))
+    def split(self, P: int) -> tuple["_Entries", "_Entries"]:
+        "Sentences [0, P) and [P, S) as two `_Entries`, rows renumbered from 0."
+        a = self.row < P
+        b = ~a
+        return (_Entries(self.row[a], self.gram[a], self.order[a], self.val[a], self.norm[:P], self.blen[:P]),
+                _Entries(self.row[b] - P, self.gram[b], self.order[b], self.val[b], self.norm[P:], self.blen[P:]))
 
 
 def _ranges(starts: np.ndarray, stops: np.ndarray):
@@ -150,11 +150,8 @@ def _tfidf(counts, dfs, log_n: float, lens: np.ndarray, n: int) -> _Entries:
         rows.append(row); grams.append(ids * n + k); orders.append(np.full(len(ids), k))
         vals.append(cnt * (log_n - np.log(np.maximum(1.0, df))))
     row, gram, order, val = (np.concatenate(a) for a in (rows, grams, orders, vals))
-    srt = np.argsort(row, kind="stable")
-    row, gram, order, val = row[srt], gram[srt], order[srt], val[srt]
     norm = np.sqrt(np.bincount(row * n + order, val * val, minlength=S * n)).reshape(S, n)   # (S, n)
-    return _Entries(row, gram, order, val, norm, np.maximum(lens - 1, 0).astype(np.float64),
-                    np.searchsorted(row, np.arange(S + 1)))
+    return _Entries(row, gram, order, val, norm, np.maximum(lens - 1, 0).astype(np.float64))
 
 
 def _clipped(hyp: _Entries, ref: _Entries, ref_clip: np.ndarray, n: int, sigma: float) -> np.ndarray:
@@ -213,7 +210,7 @@ def _batch_cider_d(predictions, references, n: int, sigma: float, tokenize) -> n
         u = _sorted_unique(ref_clip[row[ref] - P] * m + ids[ref])    # distinct (clip, n-gram) pairs
         dfs.append(np.bincount(u % m, minlength=size).astype(np.float64))
     e = _tfidf(counts, dfs, math.log(float(P)), lens, n)
-    return _clipped(e.take(np.arange(P)), e.take(np.arange(P, len(sentences))), ref_clip, n, sigma)
+    return _clipped(*e.split(P), ref_clip, n, sigma)
 
 # %% ../nbs/21_cider.ipynb #905e44fc
 class CiderD:
@@ -248,7 +245,10 @@ class CiderD:
             ref_clip = np.repeat(np.arange(len(corpus)), np.diff(self._ref_start))
             key = ref_clip[refs.row] * self._gm + refs.gram
             srt = np.argsort(key, kind="stable")
-            self._ckey, self._cref, self._cval = key[srt], refs.row[srt], refs.val[srt]
+            key, self._cref, self._cval = key[srt], refs.row[srt], refs.val[srt]
+            first = np.concatenate([[True], key[1:] != key[:-1]]) if len(key) else np.zeros(0, bool)
+            self._ukey = key[first]                                   # distinct (clip, n-gram) keys, sorted
+            self._ustart = np.append(np.nonzero(first)[0], len(key))  # their runs of reference entries
 
     @property
     def mode(self) -> str: return "batch" if self.table is None else "corpus"
@@ -279,7 +279,7 @@ class CiderD:
             counts, lens, _ = _encode(sentences, t, n, self.tokenize)
             e = _tfidf(counts, t.df, t.log_n, lens, n)
             ref_clip = np.repeat(np.arange(P), [len(r) for r in references])
-            return _clipped(e.take(np.arange(P)), e.take(np.arange(P, len(sentences))), ref_clip, n, self.sigma)
+            return _clipped(*e.split(P), ref_clip, n, self.sigma)
         clips = np.asarray(clips, np.int64)
         counts, lens, _ = _encode(predictions, t, n, self.tokenize)
         hyp = _tfidf(counts, t.df, t.log_n, lens, n)
@@ -288,7 +288,11 @@ class CiderD:
         known = hyp.gram < self._gm                                              # others match no reference
         b, gram, order, hval = hyp.row[known], hyp.gram[known], hyp.order[known], hyp.val[known]
         q = clips[b] * self._gm + gram
-        idx, cnt = _ranges(np.searchsorted(self._ckey, q, "left"), np.searchsorted(self._ckey, q, "right"))
+        j = np.searchsorted(self._ukey, q)
+        hit = j < len(self._ukey)
+        hit[hit] = self._ukey[j[hit]] == q[hit]
+        b, order, hval, j = b[hit], order[hit], hval[hit], j[hit]
+        idx, cnt = _ranges(self._ustart[j], self._ustart[j + 1])      # the clip's reference entries of that n-gram
         b, order, hval = np.repeat(b, cnt), np.repeat(order, cnt), np.repeat(hval, cnt)
         local = first[b] + self._cref[idx] - self._ref_start[clips[b]]           # batch reference of each match
         rval = self._cval[idx]

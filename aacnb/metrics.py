@@ -135,7 +135,7 @@ def _meteor(hyps: Sequence[str], refs: Sequence[Sequence[str]], java: str | None
             line()                                       # raises with Java's message
             raise
 
-    def clean(s: str) -> str: return s.replace("|||", "").replace("  ", " ")
+    def clean(s: str) -> str: return _BREAKS.sub(" ", s).replace("|||", "").replace("  ", " ")
 
     try:
         stats = []
@@ -382,7 +382,8 @@ def verify_spice_jars(folder: str | os.PathLike) -> dict:
     for name in CORENLP_JARS:
         p = folder / name
         if not p.is_file():
-            raise MetricsError(f"{p} is missing")
+            raise MetricsError(f"{p} is missing: run `aacnb metrics-setup` (online, or with --zip) to install "
+                               "it, or set AACNB_SPICE_DIR to a folder holding both CoreNLP 3.6.0 jars")
         _check_jar(p)
         out[name] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
         want = manifest.get("jars", {}).get(name, {}).get("sha256")
