@@ -170,8 +170,11 @@ class _PannsBase(nn.Module):
     def _logmel(self, waveform: torch.Tensor) -> torch.Tensor:
         if waveform.dim() != 2:
             raise ValueError(f"{type(self).__name__} takes waveforms (batch, samples), got shape {tuple(waveform.shape)}")
-        x = self.spectrogram_extractor(waveform)  # (B, 1, T, n_fft//2+1)
-        x = self.logmel_extractor(x)  # (B, 1, T, n_mels)
+        # the front end always runs in float32: under fp16 autocast a loud tone's power (up to ~(n_fft/2)^2)
+        # would overflow fp16's 65504 and turn into inf
+        with torch.autocast(waveform.device.type, enabled=False):
+            x = self.spectrogram_extractor(waveform.float())  # (B, 1, T, n_fft//2+1)
+            x = self.logmel_extractor(x)  # (B, 1, T, n_mels)
         x = self.bn0(x.transpose(1, 3)).transpose(1, 3)  # batch norm over mel bins
         if self.training and self.config.spec_augment:
             x = self.spec_augmenter(x)
@@ -379,7 +382,8 @@ class ASTEncoder(nn.Module):
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:
         cfg = self.config
-        fb, n_frames = self.features(waveform, lengths)  # (B, 1024, 128)
+        with torch.autocast(waveform.device.type, enabled=False):  # fbank in float32 (see the PANNs front end)
+            fb, n_frames = self.features(waveform, lengths)  # (B, 1024, 128)
         out = self.ast(input_values=fb.to(waveform.device))
         h = out.last_hidden_state[:, 2:]  # (B, F'*T', D): patches in frequency-major order
         Fp, Tp = cfg.grid()
