@@ -104,7 +104,7 @@ def ptb_tokenize(sentences: Sequence[str], java: str | None = None) -> list[str]
         lines.pop()
     if len(lines) > len(clean):
         raise MetricsError(f"PTB tokenizer returned {len(lines)} lines for {len(clean)} captions")
-    lines += [""] * (len(clean) - len(lines))           # trailing empty captions
+    lines += [""] * (len(clean) - len(lines))           # in case trailing empty lines are not echoed
     return [" ".join(w for w in line.rstrip().split(" ") if w and w not in _PUNCTUATIONS) for line in lines]
 
 # %% ../nbs/20_metrics.ipynb #e70ae7b9
@@ -183,12 +183,12 @@ def _spice(hyps, refs, jar_dir: Path, java: str | None = None) -> tuple[float, n
         inp, out = Path(tmp) / "in.json", Path(tmp) / "out.json"
         inp.write_text(json.dumps([{"image_id": i, "test": h, "refs": list(r)}
                                    for i, (h, r) in enumerate(zip(hyps, refs))]), encoding="utf-8")
-        args = ["-Xmx8G"]
-        extra = []
-        if os.environ.get("AACNB_SPICE_CACHE"):
-            if java_version(java) >= 16:
-                args += _ADD_OPENS
-            extra = ["-cache", os.environ["AACNB_SPICE_CACHE"]]
+        try:
+            modern = java_version(java) >= 16
+        except (MetricsError, OSError):
+            modern = False                 # unknown version: Java 8 would reject --add-opens
+        args = ["-Xmx8G", *(_ADD_OPENS if modern else [])]
+        extra = ["-cache", os.environ["AACNB_SPICE_CACHE"]] if os.environ.get("AACNB_SPICE_CACHE") else []
         _run_java([*args, "-cp", cp, "edu.anu.spice.SpiceScorer", str(inp), *extra, "-out", str(out),
                    "-subset", "-silent"], "SPICE", java, cwd=tmp)
         try:

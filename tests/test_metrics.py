@@ -139,13 +139,18 @@ def test_spice_runs_when_jars_present(tmp_path, monkeypatch):
     for j in CORENLP_JARS:
         (d / j).write_bytes(b"")
     monkeypatch.setattr(M, "spice_jar_dir", lambda: d)
-    script = ("import json,sys; a=sys.argv; i=json.load(open(a[a.index('edu.anu.spice.SpiceScorer')+1]));"
+    script = ("import json,sys; a=sys.argv; open(a[1] + '.argv', 'w').write(' '.join(a));"
+              "i=json.load(open(a[a.index('edu.anu.spice.SpiceScorer')+1]));"
               "json.dump([{'image_id':x['image_id'],'scores':{'All':{'f':0.25}}} for x in i],"
               "open(a[a.index('-out')+1],'w'))")
-    java = _fake_java(tmp_path, f'exec {sys.executable} -c "{script}" "$@"')
+    version = 'if [ "$1" = "-version" ]; then echo \'openjdk version "17.0.15" 2025-04-15\' >&2; exit 0; fi'
+    java = _fake_java(tmp_path, f'{version}\nexec {sys.executable} -c "{script}" "{tmp_path}/spice" "$@"')
     corpus, per_clip = evaluate(PREDS, REFS, metrics=("spice",), tokenize=False, java=java)
     assert corpus["spice"] == pytest.approx(0.25)
     np.testing.assert_allclose(per_clip["spice"], 0.25)
+    argv = (tmp_path / "spice.argv").read_text()
+    assert "--add-opens=java.base/java.lang=ALL-UNNAMED" in argv      # Java 17: FST needs the opens
+    assert "-cache" not in argv and "-subset" in argv and str(d / CORENLP_JARS[1]) in argv
     crash = _fake_java(tmp_path, 'echo "InaccessibleObjectException" >&2; exit 1')
     with pytest.raises(MetricsError, match="(?s)SPICE failed.*InaccessibleObjectException"):
         evaluate(PREDS, REFS, metrics=("spice",), tokenize=False, java=crash)
