@@ -49,9 +49,11 @@ def _pycoco_reference(preds, refs, metrics):
 
 
 def test_matches_pycocoevalcap_without_meteor():
+    preds = PREDS + ["", "Café — naïve ☃!"]                  # an empty prediction, unusual characters
+    refs = REFS + [["Silence."], ["a café", "naïve snowman"]]   # a single reference
     with pytest.warns(SpiceUnavailableWarning):
-        corpus, per_clip = evaluate(PREDS, REFS, metrics=NO_JAVA + ("spider",))
-    ref = _pycoco_reference(PREDS, REFS, NO_JAVA)
+        corpus, per_clip = evaluate(preds, refs, metrics=NO_JAVA + ("spider",))
+    ref = _pycoco_reference(preds, refs, NO_JAVA)
     for m in NO_JAVA:
         assert corpus[m] == pytest.approx(ref[m][0], abs=1e-12), m
         np.testing.assert_allclose(per_clip[m], ref[m][1], atol=1e-12)
