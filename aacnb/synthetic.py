@@ -479,7 +479,7 @@ LEXICON: dict[str, dict] = {
         frames=[("a {adj}car horn", "sg", {}), ("a {adj}horn", "sg", {}),
                 ("a {adj}car", "sg", {}, [_V("honks its horn", "honk their horns", "honking its horn"),
                                           _V("honks", "honk", "honking")]),
-                ("a {adj}driver", "sg", {}, [_V("honks the horn", "honk the horn", "honking the horn")])],
+                ("a driver", "sg", {}, [_V("honks the horn", "honk the horn", "honking the horn")])],
         verbs=[_V("honks", "honk", "honking"), _V("beeps", "beep", "beeping"), _V("blares", "blare", "blaring"),
                _V("toots", "toot", "tooting")],
         nouns=[("a {adj}honking horn", {}), ("a {adj}car horn", {}), ("{adj}horn honks", {"count": "many"}),
@@ -500,8 +500,7 @@ LEXICON: dict[str, dict] = {
                _V("runs", "run", "running"), _V("drones", "drone", "droning")],
         nouns=[("an {adj}idling engine", {}), ("a {adj}running engine", {}), ("{adj}engine noise", {}),
                ("the {adj}hum of an engine", {}), ("a {adj}humming motor", {}), ("the {adj}rumble of a motor", {})],
-        keywords=("engine", "motor", "vehicle"),
-        quiet_adj=("quiet", "low", "faint")),
+        keywords=("engine", "motor", "vehicle")),
     "rain": dict(
         frames=[("{adj}rain", "sg", {}), ("the {adj}rain", "sg", {})],
         verbs=[_V("falls", "fall", "falling"), _V("pours down", "pour down", "pouring down", {"level": "loud"}),
@@ -534,18 +533,18 @@ LEXICON: dict[str, dict] = {
                ("a {adj}trickle of water", {}), ("{adj}splashing water", {})],
         keywords=("water", "stream", "faucet", "tap")),
     "footsteps": dict(
-        frames=[("someone", "sg", {}), ("a person", "sg", {}), ("a {adj}person", "sg", {})],
+        frames=[("someone", "sg", {}), ("a person", "sg", {})],
         verbs=[_V("walks", "walk", "walking"), _V("walks on a hard floor", "walk on a hard floor", "walking on a hard floor"),
                _V("takes steps", "take steps", "taking steps"), _V("paces", "pace", "pacing")],
         nouns=[("{adj}footsteps", {}), ("{adj}steps", {}), ("{adj}footsteps on a hard floor", {}),
-               ("the {adj}sound of footsteps", {}), ("{adj}walking", {})],
+               ("{adj}walking", {})],
         keywords=("walks", "walk", "walking", "footsteps", "steps", "paces", "pacing", "pace")),
     "speech": dict(
-        frames=[("a {adj}man", "sg", {"plural": False, "voice": "male"}),
-                ("a {adj}woman", "sg", {"plural": False, "voice": "female"}),
-                ("a {adj}person", "sg", {"plural": False}), ("someone", "sg", {"plural": False}),
-                ("{adj}people", "pl", {"plural": True}), ("several {adj}people", "pl", {"plural": True}),
-                ("a group of {adj}people", "pl", {"plural": True}),
+        frames=[("a man", "sg", {"plural": False, "voice": "male"}),
+                ("a woman", "sg", {"plural": False, "voice": "female"}),
+                ("a person", "sg", {"plural": False}), ("someone", "sg", {"plural": False}),
+                ("people", "pl", {"plural": True}), ("several people", "pl", {"plural": True}),
+                ("a group of people", "pl", {"plural": True}),
                 ("a {adj}crowd", "sg", {"plural": True}, [_V("murmurs", "murmur", "murmuring"),
                                                           _V("chatters", "chatter", "chattering")])],
         verbs=[_V("speaks", "speak", "speaking", {"plural": False}), _V("talks", "talk", "talking"),
@@ -610,7 +609,7 @@ def event_phrase(ev: dict, form: str, rng: np.random.Generator, p_mention: float
     say_level = lvl in ("loud", "quiet") and rng.random() < p_mention
     say_dist = dist in ("near", "far") and rng.random() < p_mention
     say_count = cnt is not None and form != "n" and rng.random() < p_mention
-    say_steady = ev.get("role") == "bg" and rng.random() < 0.35
+    say_steady = ev.get("role") == "bg" and form == "n" and rng.random() < 0.35  # "constant engine noise"
     if form == "n":
         tpl = _pick(rng, [t for t, c in lex["nouns"] if _ok(c, ev)])
         number, verb = None, None
@@ -636,7 +635,7 @@ def event_phrase(ev: dict, form: str, rng: np.random.Generator, p_mention: float
         key = "count_many" if cnt >= 3 else f"count_{cnt}"
         opts = M[key] + (M["count_3"] if cnt == 3 else ())
         post.append(_pick(rng, opts))
-    if say_dist and adj_kind != "dist":
+    if say_dist and adj_kind != "dist" and ev.get("role") != "bg":  # not "far away in the background"
         post.append(_pick(rng, M[f"{dist}_post"]))
     if form == "n":
         words = [head]
@@ -683,10 +682,13 @@ def caption_scene(scene: dict, rng: np.random.Generator, n: int = 5, p_mention: 
     slots = {"A": fg[0], "B": fg[-1]}
     out, seen = [], set()
     for _ in range(max_tries):
-        m = _fill(_pick(rng, main_tpls), slots, rng, p_mention)
+        tpl = _pick(rng, main_tpls)
+        clause = tpl.startswith("{A.f}")  # a plain clause can follow "in the background rain falls while ..."
+        m = _fill(tpl, slots, rng, p_mention)
         if bg:
             used = {w for w in ("while", "as") if re.search(rf"\b{w}\b", m)}
-            tpls = [t for t in TEMPLATES["background"] if not any(re.search(rf"\b{w}\b", t) for w in used)]
+            tpls = [t for t in TEMPLATES["background"] if not any(re.search(rf"\b{w}\b", t) for w in used)
+                    and (not t.endswith("{M}") or t.startswith("amid") or (len(fg) == 1 and clause))]
             m = _fill(_pick(rng, tpls), {"M": m, "X": bg[0]}, rng, p_mention)
         cap = _finish(m)
         key = re.sub(r"[^a-z ]", "", cap.lower())
@@ -775,7 +777,7 @@ def _plan(stage: Path, seed: int, n_clips: int, n_audiocaps: int, n_macs: int) -
     return jobs
 
 # %% ../nbs/05_synthetic.ipynb #e52a31c5
-CORPUS_VERSION = 1  # bump when the generator changes what it writes: old corpora then regenerate
+CORPUS_VERSION = 2  # bump when the generator changes what it writes: old corpora then regenerate
 MARKER = "synthetic_corpus.json"
 _OWNER = ".aacnb-synthetic"
 _DIRS = ("CLOTHO_v2.1", "AUDIOCAPS", "MACS")
