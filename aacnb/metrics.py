@@ -9,7 +9,6 @@ import argparse
 import csv
 import hashlib
 import json
-import math
 import os
 import re
 import shutil

@@ -1,5 +1,4 @@
 "Fast CIDEr-D (aacnb.cider) against pycocoevalcap's CIDEr-D on generated captions."
-import math
 import random
 from collections import defaultdict
 

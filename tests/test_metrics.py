@@ -2,7 +2,6 @@
 import http.server
 import io
 import json
-import os
 import sys
 import stat
 import threading
