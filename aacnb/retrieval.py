@@ -135,10 +135,10 @@ def build_biencoder(audio: str = "cnn14", text: str = "bert-base", pretrained: b
         audio_weights = _default_audio_weights(akey)
     with torch.device(device) if device is not None else _nullcontext():
         a_enc = build_audio_encoder(akey, weights=audio_weights if want_audio else None, **a_kw)
-        t_enc = TextEncoder(str(text_weights) if (want_text and text_weights) else text, pretrained=want_text, **t_kw)
-        if want_text and text_weights:
-            t_enc.name = text  # tokenizer: the registry name's (the directory may hold one too)
-            t_enc._tokenizer = None
+        if want_text and text_weights:  # a local copy of `text`: its tokenizer, else the registry's
+            t_enc = TextEncoder(str(text_weights), pretrained=True, architecture=text, **t_kw)
+        else:
+            t_enc = TextEncoder(text, pretrained=want_text, **t_kw)
         model = BiEncoder(a_enc, t_enc, embed_dim=embed_dim, **b_kw)
     model.model_config = {"builder": "aacnb.retrieval:build_biencoder",
                           "kwargs": {"audio": akey, "text": text, "pretrained": False, "embed_dim": embed_dim,

@@ -89,11 +89,15 @@ def load_tokenizer(name: str):
 class TextEncoder(nn.Module):
     "A `transformers` encoder + tokenizer + pooling: list of captions -> (B, hidden) caption vectors."
     def __init__(self, name: str = "minilm", pretrained: bool = True, pooling: str | None = None,
-                 max_length: int = 64, **config_overrides):
+                 max_length: int = 64, architecture: str | None = None, **config_overrides):
+        """`name`: registry key, hub id or local directory; `architecture`: the registry key `name` is an instance
+        of (e.g. a local copy of bert-base), for its pooling and tokenizer fallback."""
         super().__init__()
         from transformers import AutoConfig, AutoModel
         source, entry = _resolve(name)
-        self.name, self.max_length = name, max_length
+        if architecture is not None and not entry:
+            entry = _resolve(architecture)[1]
+        self.name, self.architecture, self.max_length = name, architecture, max_length
         self.pooling = pooling or entry.get("pooling", "cls")
         if pretrained:
             if config_overrides:
@@ -118,7 +122,12 @@ class TextEncoder(nn.Module):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.name)
+            try:
+                self._tokenizer = load_tokenizer(self.name)
+            except FileNotFoundError:
+                if self.architecture is None:
+                    raise
+                self._tokenizer = load_tokenizer(self.architecture)
         return self._tokenizer
 
     def tokenize(self, texts: list[str]) -> dict:
