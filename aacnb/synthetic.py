@@ -211,11 +211,11 @@ def _synth_siren(rng, n, sr, ev):
     return _tone(f, sr, 4, 1.2)
 
 def _synth_engine(rng, n, sr, ev):
-    f0 = rng.uniform(25, 55) * (1 + 0.04 * _control(rng, n, sr, rng.uniform(0.3, 1.5), -1, 1))
-    hum = _tone(f0, sr, 24, 1.1)
+    f0 = rng.uniform(40, 90) * (1 + 0.04 * _control(rng, n, sr, rng.uniform(0.3, 1.5), -1, 1))
+    hum = _tone(f0, sr, 30, 0.9)
     ph = 2 * np.pi * np.cumsum(f0) / sr
-    rumble = _filter(rng.standard_normal(n), sr, lo=40.0, hi=rng.uniform(600, 1200)) * (1 + 0.6 * np.sin(2 * ph))
-    return hum + 0.6 * rumble / (np.std(rumble) + 1e-12) * np.std(hum)
+    rumble = _filter(rng.standard_normal(n), sr, lo=40.0, hi=rng.uniform(300, 600), order=4) * (1 + 0.6 * np.sin(ph))
+    return hum + 0.5 * rumble / (np.std(rumble) + 1e-12) * np.std(hum)
 
 def _synth_rain(rng, n, sr, ev):
     hiss = _filter(rng.standard_normal(n), sr, lo=rng.uniform(600, 1500), hi=12000.0)
@@ -226,19 +226,19 @@ def _synth_rain(rng, n, sr, ev):
     return hiss / (hiss.std() + 1e-12) + 1.2 * drops / (drops.std() + 1e-12)
 
 def _synth_wind(rng, n, sr, ev):
-    gust = _control(rng, n, sr, rng.uniform(0.3, 0.8), 0.15, 1.0) ** 1.5
-    body = _filter(rng.standard_normal(n), sr, lo=60.0, hi=rng.uniform(300, 700))
+    gust = _control(rng, n, sr, rng.uniform(0.4, 1.0), 0.1, 1.0) ** 2
+    body = _filter(rng.standard_normal(n), sr, lo=60.0, hi=rng.uniform(250, 600), order=4)
     howl = _filter(rng.standard_normal(n), sr, peaks=[(rng.uniform(350, 700), 40.0)])
     return (body / body.std() + 0.5 * howl / howl.std()) * gust
 
 def _synth_water(rng, n, sr, ev):
     flutter = _control(rng, n, sr, rng.uniform(12, 25), 0.3, 1.0)
-    bed = _filter(rng.standard_normal(n), sr, lo=400.0, hi=rng.uniform(2500, 4500)) * flutter
-    out = bed / (bed.std() + 1e-12)
-    for i in rng.integers(0, max(n - 1000, 1), int(rng.uniform(15, 40) * n / sr)):
+    bed = _filter(rng.standard_normal(n), sr, lo=500.0, hi=rng.uniform(2000, 3500), order=4) * flutter
+    out = 0.6 * bed / (bed.std() + 1e-12)
+    for i in rng.integers(0, max(n - 1000, 1), int(rng.uniform(30, 70) * n / sr)):
         m = min(int(rng.uniform(0.01, 0.03) * sr), n - i)
         u = np.linspace(0, 1, m)
-        out[i:i + m] += 1.5 * _tone(rng.uniform(500, 1500) * (1 + u), sr) * np.exp(-u * 4)
+        out[i:i + m] += 2.0 * _tone(rng.uniform(600, 1800) * (1 + u), sr) * np.exp(-u * 4)
     return out
 
 def _synth_footsteps(rng, n, sr, ev):
@@ -777,7 +777,7 @@ def _plan(stage: Path, seed: int, n_clips: int, n_audiocaps: int, n_macs: int) -
     return jobs
 
 # %% ../nbs/05_synthetic.ipynb #e52a31c5
-CORPUS_VERSION = 2  # bump when the generator changes what it writes: old corpora then regenerate
+CORPUS_VERSION = 3  # bump when the generator changes what it writes: old corpora then regenerate
 MARKER = "synthetic_corpus.json"
 _OWNER = ".aacnb-synthetic"
 _DIRS = ("CLOTHO_v2.1", "AUDIOCAPS", "MACS")
@@ -803,8 +803,8 @@ def is_complete(root: str | os.PathLike, params: dict | None = None) -> bool:
     return all((root / p).is_file() for p in marker.get("files", []))
 
 def vocabulary(captions) -> set[str]:
-    "The word set of `captions` (lower case, letters and apostrophes only): the size the study's vocab will have."
-    return {w for c in captions for w in re.sub(r"[^a-z' ]", " ", c.lower()).split()}
+    "The word set of `captions`, normalised like `aacnb.text` (lower case, apostrophes dropped, letters only)."
+    return {w for c in captions for w in re.sub(r"[^a-z ]", " ", c.lower().replace("'", "")).split()}
 
 def make_corpus(root: str | os.PathLike | None = None, n_clips: int = 1200, seed: int = 0,
                 clip_seconds: tuple[float, float] = (5.0, 8.0), sample_rate: int = 32000,
