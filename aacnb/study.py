@@ -350,13 +350,15 @@ def plan_runs(profile: Profile) -> list[Run]:
     runs: list[Run] = []
     base = []
     if p.data.synthetic:
-        runs.append(Run("corpus", "make_corpus.ipynb", dict(common, n_clips=p.data.n_clips, n_audiocaps=p.data.n_audiocaps,
+        # only what the corpus depends on: editing, say, max_seconds must not regenerate it (and all downstream)
+        runs.append(Run("corpus", "make_corpus.ipynb", dict(profile=p.source, data_root=str(p.data.path()),
+                                                         n_clips=p.data.n_clips, n_audiocaps=p.data.n_audiocaps,
                                                          n_macs=p.data.n_macs, clip_low=float(p.data.clip_seconds[0]),
                                                          clip_high=float(p.data.clip_seconds[1]), seed=p.data.corpus_seed),
                         [], (3, 4), "generate the embedded corpus (Clotho/AudioCaps/MACS layouts)"))
         base = ["corpus"]
     runs.append(Run("param_counts", "param_counts.ipynb",
-                    dict(common, paper_configs=p.param_counts.paper_configs, vocab_size=p.param_counts.vocab_size,
+                    dict(profile=p.source, num_threads=p.num_threads, paper_configs=p.param_counts.paper_configs, vocab_size=p.param_counts.vocab_size,
                          feature_dim=p.param_counts.feature_dim, embed_dim=PAPER_EMBED_DIM),
                     [], (1, 2), "build the paper's architectures without weights; count parameters"))
     r = p.retrieval
@@ -460,14 +462,14 @@ def data_checks(profile: Profile) -> list[tuple[str, bool, str]]:
         for split in ("train", "val", "test"):
             f = a / "csv_files" / f"{split}.csv"
             if not f.exists():
-                out.append((f"AudioCaps {split} captions", False, f"{f} missing")); continue
+                out.append((f"AudioCaps {split} captions", False, f"{f} missing (see `aacnb download --help`)")); continue
             out.append(_audio_check(f"AudioCaps {split} audio", _csv_column(f, "youtube_id"), a / "audio" / split,
                                     (".wav", ".flac", ".ogg")))
     if "macs" in sets:
         m = root / "MACS"
         f = m / "MACS.yaml"
         if not f.exists():
-            out.append(("MACS captions", False, f"{f} missing"))
+            out.append(("MACS captions", False, f"{f} missing (see `aacnb download --help`)"))
         else:
             files = [x["filename"] for x in (yaml.safe_load(f.read_text(encoding="utf-8")) or {}).get("files", [])]
             out.append(_audio_check("MACS audio", files, m / "audio"))
