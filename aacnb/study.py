@@ -762,18 +762,23 @@ def _fmt(v, nd=1):
 def _md_table(rows: list[dict], cols: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(str(r.get(c, "")).replace("|", "/") for c in cols) + " |")
+        lines.append("| " + " | ".join(("" if r.get(c) is None else str(r.get(c))).replace("|", "/") for c in cols) + " |")
     return "\n".join(lines)
 
 def _result(p: Profile, run: str) -> dict | None:
     return load_run_result(runs_root(p) / run)
 
-def _prov(res: dict | None, p: Profile) -> dict:
-    return dict(profile=p.name, seed=(res or {}).get("seed"), commit=(res or {}).get("commit"))
+def _prov(res: dict | None, p: Profile, fallback: dict | None = None) -> dict:
+    res = res or fallback or {}
+    return dict(profile=p.name, seed=res.get("seed"), commit=res.get("commit"))
+
+def _what(s) -> str:
+    return f"{s.name}: {s.note}" if s.note else s.name
 
 def table1(p: Profile) -> list[dict]:
     "Captioner architectures and sizes: the paper's, the paper's config built here, this profile's models."
-    pc = (_result(p, "param_counts") or {}).get("metrics", {}).get("captioners", {})
+    pcr = _result(p, "param_counts")
+    pc = (pcr or {}).get("metrics", {}).get("captioners", {})
     rows = []
     for label, dec, nl in PAPER_CAPTIONER_CONFIGS:
         ours = [s for s in p.captioning.systems if s.paper == label] or \
@@ -783,12 +788,13 @@ def table1(p: Profile) -> list[dict]:
                          params_m_paper=PAPER_TABLES["table1"][label]["params_m"],
                          params_m_paper_config=pc.get(label),
                          params_m_ours=(res["n_params"] / 1e6 if res and res.get("n_params") else None),
-                         ours=(f"{ours[0].name}: {ours[0].note}" if ours else "not in profile"), **_prov(res, p)))
+                         ours=(_what(ours[0]) if ours else "not in profile"), **_prov(res, p, pcr)))
     return rows
 
 def table2(p: Profile) -> list[dict]:
     "Retrieval architectures and sizes: the paper's, the paper's config built here, this profile's models."
-    pc = (_result(p, "param_counts") or {}).get("metrics", {}).get("retrieval", {})
+    pcr = _result(p, "param_counts")
+    pc = (pcr or {}).get("metrics", {}).get("retrieval", {})
     rows = []
     for label, audio, text in PAPER_RETRIEVAL_CONFIGS:
         ours = [s for s in p.retrieval.systems if s.paper == label]
@@ -796,8 +802,7 @@ def table2(p: Profile) -> list[dict]:
         rows.append(dict(model=label, enc_a=audio, enc_t=text, params_m_paper=PAPER_TABLES["table2"][label],
                          params_m_paper_config=pc.get(label),
                          params_m_ours=(res["n_params"] / 1e6 if res and res.get("n_params") else None),
-                         ours=(f"{ours[0].name}: {ours[0].note or 'as the paper'}" if ours else "not in profile"),
-                         **_prov(res, p)))
+                         ours=(_what(ours[0]) if ours else "not in profile"), **_prov(res, p, pcr)))
     return rows
 
 def table3(p: Profile) -> list[dict]:
@@ -866,7 +871,7 @@ def table_markdown(n: int, rows: list[dict], p: Profile) -> str:
             d = {"System": r["system"], "Paper row": r["paper_row"]}
             for stage in ("xe", "scst"):
                 for col in _T3_COLS: d[f"{_T3_SHORT[col]} {stage.upper()}"] = _pair(r, f"{col}_{stage}")
-            d.update(seed=r["seed"], commit=r["commit"]); md_rows.append(d)
+            d.update(**{"What it is": r["note"]}, seed=r["seed"], commit=r["commit"]); md_rows.append(d)
     elif n == 4:
         md_rows = [dict(System=r["system"], **{"Paper row": r["paper_row"]},
                         **{lab: _pair(r, k) for k, lab in (("r1", "R@1"), ("r5", "R@5"), ("r10", "R@10"),
@@ -892,7 +897,8 @@ def write_tables(profile: Profile | str, tables: Iterable[int] = (1, 2, 3, 4)) -
         with atomic_write(out / f"table{n}.csv", encoding="utf-8", newline="") as f:
             if rows:
                 w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader()
-                w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+                w.writerows({k: ("" if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                            for r in rows)
         res[n] = rows
     return res
 
