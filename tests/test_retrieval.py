@@ -399,3 +399,21 @@ def test_search_cli_and_cache(tmp_path, capsys):
     assert "missing.pt" in capsys.readouterr().err
     assert cli_search(argv[:2] + ["--folder", str(tmp_path / "cache"), "--query", "x", "--device", "cpu",
                                   "--cache-dir", str(tmp_path / "cache")]) == 1
+
+
+def test_ast_pretrained_dir_with_other_stride_loads(tmp_path):
+    from transformers import ASTModel
+    from aacnb.encoders import ASTEncoderConfig, load_ast_pretrained
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=256)
+    src = ASTModel(ASTEncoderConfig(frequency_stride=10, time_stride=10, **small).hf_config())
+    src.save_pretrained(tmp_path / "ast")
+    enc = load_ast_pretrained(ASTEncoder(**small), tmp_path / "ast")  # stride 16: 8 x 16 grid from 12 x 25
+    assert torch.equal(enc.ast.embeddings.patch_embeddings.projection.weight,
+                       src.embeddings.patch_embeddings.projection.weight)
+    pos = enc.ast.embeddings.position_embeddings
+    assert pos.shape == (1, 2 + 8 * 16, 32)
+    assert torch.equal(pos[:, :2], src.embeddings.position_embeddings[:, :2])  # CLS and distillation tokens kept
+    same = load_ast_pretrained(ASTEncoder(frequency_stride=10, time_stride=10, **small), tmp_path / "ast")
+    assert torch.equal(same.ast.embeddings.position_embeddings, src.embeddings.position_embeddings)
+    with pytest.raises(FileNotFoundError, match="ast-finetuned-audioset"):
+        load_ast_pretrained(ASTEncoder(**small), tmp_path / "missing")
