@@ -886,7 +886,6 @@ def _write_tables(stage: Path, jobs: list, scenes: list[dict], seed: int) -> tup
         kinds = [e["type"] for e in sc["events"]]
         if part == "clotho":
             cap_rows.setdefault(split, []).append([name] + sc["captions"])
-            n = int(round(sc["duration"] * sc.get("sample_rate", 32000)))
             meta_rows.setdefault(split, []).append(
                 [name, ";".join(kinds + ["synthetic"]), 900000 + len(files), f"https://example.org/aacnb-synthetic/{seed}/{name}",
                  "", "aacnb.synthetic", "CC0 1.0 (generated)"])

@@ -295,3 +295,9 @@ def test_cli(tmp_path, capsys):
     assert rc == 0 and "vocabulary" in capsys.readouterr().out
     assert (tmp_path / "cli" / "CLOTHO_v2.1/clotho_csv_files/clotho_captions_evaluation.csv").is_file()
     assert not (tmp_path / "cli" / "AUDIOCAPS").exists()
+
+
+def test_default_root_is_under_the_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("AACNB_DATA", str(tmp_path / "d"))
+    root = S.make_corpus(n_clips=3, n_audiocaps=0, n_macs=0, clip_seconds=(3.0, 3.0), progress=False, num_workers=1)
+    assert root == tmp_path / "d" / "corpus" and S.is_complete(root)
