@@ -936,7 +936,9 @@ def make_figures(profile: Profile | str, tables: dict | None = None) -> dict[int
     def curves(n, runs, title):
         df = _log_frame(p, runs)
         fig, ax = plt.subplots(figsize=(7, 3.6))
-        if df is not None: sns.lineplot(df, x="x", y="loss", hue="system", ax=ax)
+        if df is not None:
+            sns.lineplot(df, x="x", y="loss", hue="system", ax=ax)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         else: ax.text(0.5, 0.5, "no completed runs yet", ha="center", transform=ax.transAxes)
         ax.set(title=title, xlabel="step", ylabel="training loss")
         paths[n] = _save_fig(fig, out / f"table{n}.png")
@@ -960,7 +962,8 @@ def make_figures(profile: Profile | str, tables: dict | None = None) -> dict[int
         for i, lab in enumerate(t.get_text() for t in ax.get_xticklabels()):
             if lab in paper: ax.hlines(paper[lab], i - 0.4, i + 0.4, colors="k", linestyles="--", lw=1)
     ax.set(title=f"Table 3: captioning scores, ours (bars) vs paper best (dashes), {p.name}", ylabel="score (%)")
-    ax.legend(fontsize=7, ncol=2); ax.tick_params(axis="x", rotation=30)
+    if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.tick_params(axis="x", rotation=30)
     paths[3] = _save_fig(fig, out / "table3.png")
     rows = [dict(system=r["system"], k=lab, value=r[k], source="ours")
             for r in tables[4] for k, lab in (("r1", "R@1"), ("r5", "R@5"), ("r10", "R@10"), ("map10", "mAP@10"))
@@ -971,7 +974,7 @@ def make_figures(profile: Profile | str, tables: dict | None = None) -> dict[int
     fig, ax = plt.subplots(figsize=(10, 4))
     sns.barplot(pd.DataFrame(rows), x="k", y="value", hue="system", ax=ax)
     ax.set(title=f"Table 4: text-to-audio retrieval, {p.name} (and the paper's ensemble)", xlabel="", ylabel="%")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     paths[4] = _save_fig(fig, out / "table4.png")
     return paths
 

@@ -249,4 +249,12 @@ def test_smoke_run_end_to_end_then_rerun_skips(tmp_path):
     # a second call skips every complete run
     res2 = study.run_pipeline(str(prof), out=io.StringIO(), report=False)
     assert res2["ran"] == [] and len(res2["skipped"]) == 10
+
+    # running a run again from scratch gives the same numbers (seeded training, decoding and scoring)
+    p = study.load_profile(prof)
+    run = next(r for r in study.plan_runs(p) if r.name == "cap_transformer2_s0_xe")
+    before = json.loads((runs / run.name / "metrics.json").read_text())
+    study.execute_run(run, runs, force=True)
+    after = json.loads((runs / run.name / "metrics.json").read_text())
+    assert after["metrics"] == before["metrics"] and after["n_params"] == before["n_params"]
     assert took < 400, f"the smoke run took {took:.0f} s"
