@@ -535,9 +535,12 @@ def execute_run(run: Run, root: Path, force: bool = False, log=None) -> dict:
     from papermill.exceptions import PapermillExecutionError
     log = log or get_logger("aacnb.study")
     out_dir, out_nb = root / run.name, root / f"{run.name}.ipynb"
-    if force and out_dir.exists(): shutil.rmtree(out_dir)
+    started = out_dir / "STARTED.json"  # an interrupted run resumes only with the parameters it started with
+    if out_dir.exists() and (force or not started.exists() or load_json(started).get("param_hash") != run.param_hash()):
+        shutil.rmtree(out_dir)
     with contextlib.suppress(FileNotFoundError): (out_dir / MARKER).unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
+    save_json({"param_hash": run.param_hash(), "params": run.params}, started)
     src = experiments_dir() / run.notebook
     tmp = root / f".{run.name}.tmp.ipynb"
     params = dict(run.params, run_name=run.name, out_dir=str(out_dir))
