@@ -167,9 +167,14 @@ class _PannsBase(nn.Module):
         if cfg.audioset_head:
             _init_layer(self.fc_audioset)
 
-    def _logmel(self, waveform: torch.Tensor) -> torch.Tensor:
+    def _min_samples(self, waveform: torch.Tensor) -> torch.Tensor:
+        "Zero-pad clips shorter than 32 hops (0.32 s): five 2x poolings need 32 frames to leave one."
         if waveform.dim() != 2:
             raise ValueError(f"{type(self).__name__} takes waveforms (batch, samples), got shape {tuple(waveform.shape)}")
+        need = 32 * self.config.hop_length
+        return F.pad(waveform, (0, need - waveform.shape[1])) if waveform.shape[1] < need else waveform
+
+    def _logmel(self, waveform: torch.Tensor) -> torch.Tensor:
         # the front end always runs in float32: under fp16 autocast a loud tone's power (up to ~(n_fft/2)^2)
         # would overflow fp16's 65504 and turn into inf
         with torch.autocast(waveform.device.type, enabled=False):
@@ -227,6 +232,7 @@ class Cnn14(_PannsBase):
         self._head(cfg)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:
+        waveform = self._min_samples(waveform)
         x = self._logmel(waveform)  # (B, 1, T, 64)
         return self._trunk_and_head(x, lengths, first_block=0)
 
@@ -258,6 +264,7 @@ class WavegramLogmelCnn14(_PannsBase):
         _init_layer(self.pre_conv0); _init_bn(self.pre_bn0)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:
+        waveform = self._min_samples(waveform)
         a = F.relu_(self.pre_bn0(self.pre_conv0(waveform[:, None, :])))  # (B, 64, samples/5)
         a = self.pre_block1(a, pool_size=4)
         a = self.pre_block2(a, pool_size=4)

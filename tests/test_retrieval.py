@@ -123,6 +123,9 @@ def test_encoder_output_contract():
         enc.train()
         out = enc(x, lengths)
         out["clip"].sum().backward()  # trains end to end, SpecAugment included
+        enc.eval()
+        short = enc(torch.randn(2, 2000), torch.tensor([2000, 1000]))  # shorter than the 32 frames pooling needs
+        assert short["frames"].shape == (2, 1, enc.embed_dim) and short["frame_lengths"].tolist() == [1, 1]
     # full-width output dims
     with torch.device("meta"):
         assert Cnn14().embed_dim == 2048 and WavegramLogmelCnn14().embed_dim == 2048
@@ -210,6 +213,7 @@ def _toy_batch(n=8, seconds=0.5, seed=0):
             "caption": [f"a {words[i % len(words)]} sound number {i}" for i in range(n)]}
 
 
+@pytest.mark.slow
 def test_tiny_biencoder_overfits_a_batch():
     torch.manual_seed(0)
     model = build_biencoder("cnn14-tiny", "bert-tiny", embed_dim=64, spec_augment=False, dropout=0.0,
