@@ -906,17 +906,21 @@ def write_tables(profile: Profile | str, tables: Iterable[int] = (1, 2, 3, 4)) -
     return res
 
 # %% ../nbs/40_study.ipynb #0ce365e5
-def _log_frame(p: Profile, runs: list[tuple[str, str]]):
+def _log_frame(p: Profile, runs: list[tuple[str, list[str]]]):
+    "Training-loss rows of each (label, [run, run, ...]); later runs continue the step axis (pre-train -> fine-tune)."
     import pandas as pd
     frames = []
-    for label, run in runs:
-        f = runs_root(p) / run / "log.csv"
-        if (runs_root(p) / run / MARKER).exists() and f.exists():
+    for label, chain in runs:
+        offset = 0
+        for run in chain:
+            f = runs_root(p) / run / "log.csv"
+            if not ((runs_root(p) / run / MARKER).exists() and f.exists()): continue
             df = pd.read_csv(f)
             if "kind" in df and (df["kind"] == "train").any(): df = df[df["kind"] == "train"]
             if "loss" in df and len(df):
-                df = df.assign(system=label, x=df["step"] if "step" in df else range(len(df)))
-                frames.append(df[["system", "x", "loss"]])
+                steps = df["step"] if "step" in df else pd.Series(range(1, len(df) + 1), index=df.index)
+                frames.append(pd.DataFrame({"system": label, "x": steps + offset, "loss": df["loss"]}))
+                offset += int(steps.max())
     return pd.concat(frames, ignore_index=True) if frames else None
 
 def _save_fig(fig, path: Path) -> Path:
@@ -940,15 +944,15 @@ def make_figures(profile: Profile | str, tables: dict | None = None) -> dict[int
         df = _log_frame(p, runs)
         fig, ax = plt.subplots(figsize=(7, 3.6))
         if df is not None:
-            sns.lineplot(df, x="x", y="loss", hue="system", ax=ax)
+            sns.lineplot(df, x="x", y="loss", hue="system", marker="o", ax=ax)
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         else: ax.text(0.5, 0.5, "no completed runs yet", ha="center", transform=ax.transAxes)
-        ax.set(title=title, xlabel="step", ylabel="training loss")
+        ax.set(title=title, xlabel="optimiser step", ylabel="training loss")
         paths[n] = _save_fig(fig, out / f"table{n}.png")
-    curves(1, [(s.name, f"cap_{s.name}_xe") for s in p.captioning.systems],
+    curves(1, [(s.name, [f"cap_{s.name}_xe"]) for s in p.captioning.systems],
            f"Table 1 models: cross-entropy training ({p.name})")
-    curves(2, [(f"{s.name} {st}", f"ret_{s.name}_{st}") for s in p.retrieval.systems for st in ("pretrain", "finetune")],
-           f"Table 2 models: InfoNCE training ({p.name})")
+    curves(2, [(s.name, [f"ret_{s.name}_pretrain", f"ret_{s.name}_finetune"]) for s in p.retrieval.systems],
+           f"Table 2 models: InfoNCE, pre-training then fine-tuning ({p.name})")
     rows = []
     for r in tables[3]:
         for col in _T3_COLS:
