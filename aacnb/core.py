@@ -75,6 +75,14 @@ def reports_root() -> Path:
     return root / "reports" if root is not None else Path.cwd() / "reports"
 
 # %% ../nbs/00_core.ipynb #9aa86ada
+def _new_temp(path: Path) -> str:
+    "A temporary sibling of `path`, with the permissions a plain `open` would give (mkstemp makes it 0600)."
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[Any]:
     "Open a temporary sibling of `path` for writing; on success fsync and rename it over `path`."
@@ -82,9 +90,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
         raise ValueError(f"atomic_write writes whole files: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _new_temp(path)
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as f:
+        with open(tmp, mode, **open_kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -99,8 +107,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     "Yield a temporary path next to `path` for libraries that write by name (h5py, torch.save); rename on success."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _new_temp(path)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

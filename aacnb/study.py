@@ -31,9 +31,9 @@ __all__ = ['PAPER_TABLES', 'PAPER_RETRIEVAL_CONFIGS', 'PAPER_EMBED_DIM', 'PAPER_
            'plan_runs', 'select_runs', 'data_checks', 'weight_checks', 'RunFailed', 'run_status', 'execute_run',
            'run_pipeline', 'save_run_result', 'load_run_result', 'count_params', 'train_config', 'read_records',
            'read_records_splits', 'audio_encoder_of', 'set_threads', 't2a_scores', 'retrieval_eval', 'retrieval_scores',
-           'caption_batches', 'caption_eval', 'caption_scores', 'table1', 'table2', 'table3', 'table4',
-           'table_markdown', 'write_tables', 'make_figures', 'write_report', 'runs_markdown', 'results_markdown',
-           'cli_reproduce']
+           'caption_batches', 'caption_eval', 'caption_scores', 'table1', 'table2', 'chance_t2a',
+           'random_caption_scores', 'table3', 'table4', 'table_markdown', 'write_tables', 'make_figures',
+           'write_report', 'runs_markdown', 'results_markdown', 'cli_reproduce']
 
 # %% ../nbs/40_study.ipynb #4430ad66
 _T3_COLS = ("bleu_4", "rouge_l", "meteor", "cider_d", "spice", "spider")  # B@4, R, M, C, S, SD
@@ -808,6 +808,26 @@ def table2(p: Profile) -> list[dict]:
                          ours=(_what(ours[0]) if ours else "not in profile"), **_prov(res, p, pcr)))
     return rows
 
+def chance_t2a(n_clips: int) -> dict:
+    "Expected text-to-audio scores (percent) of a uniformly random ranking of `n_clips` clips (one relevant each)."
+    k = lambda x: min(x, n_clips) / n_clips * 100
+    return dict(r1=k(1), r5=k(5), r10=k(10), map10=sum(1 / r for r in range(1, min(10, n_clips) + 1)) / n_clips * 100)
+
+def random_caption_scores(p: Profile) -> dict | None:
+    """Scores of a chance captioner on the test split: each clip gets one caption of a random training clip
+    (seeded by the profile). It knows the language of the corpus but not the audio: the floor to beat."""
+    import numpy as np
+    try:
+        train = read_records(p.data.path(), "clotho", "train", p.data.resplit_seed)
+        test = read_records(p.data.path(), "clotho", "test", p.data.resplit_seed)
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+    if not train or not test:
+        return None
+    rng = np.random.default_rng(p.seed)
+    preds = [train[rng.integers(len(train))].captions[0] for _ in test]
+    return caption_scores(preds, [list(r.captions) for r in test])
+
 def table3(p: Profile) -> list[dict]:
     "Captioning scores (percent) after XE and after SCST, single models then the ensembles."
     rows = []
@@ -824,6 +844,12 @@ def table3(p: Profile) -> list[dict]:
         rows.append(row)
     for s in p.captioning.systems:
         add(s.name, s.paper, _result(p, f"cap_{s.name}_xe"), _result(p, f"cap_{s.name}_scst"), s.note)
+    ran = any(_result(p, f"cap_{s.name}_xe") for s in p.captioning.systems)
+    chance = random_caption_scores(p) if ran else None  # only beside real results, never alone
+    if chance is not None:
+        res = dict(metrics=chance, seed=p.seed, commit=git_commit())
+        add("chance: random training caption", None, res, res, "each test clip captioned with the first caption "
+            "of a random training clip (no audio used)")
     for e in p.captioning.ensembles:
         res = _result(p, f"cap_ens_{e.name}")
         xe = scst = None
@@ -844,11 +870,18 @@ def table4(p: Profile) -> list[dict]:
         row.update(note=note, **_prov(res, p)); rows.append(row)
     for s in p.retrieval.systems:
         add(s.name, s.paper, _result(p, f"ret_{s.name}_finetune"), s.note or s.paper)
+    n = next((r["metrics"]["n_clips"] for r in (_result(p, f"ret_{s.name}_finetune") for s in p.retrieval.systems)
+              if r and r.get("metrics", {}).get("n_clips")), None)
+    if n:
+        rows.append(dict(system="chance: random ranking", paper_row="", **chance_t2a(int(n)),
+                         **{f"{k}_paper": None for k in ("r1", "r5", "r10", "map10")},
+                         note=f"expected scores of a random ranking of the {int(n)} test clips",
+                         profile=p.name, seed=None, commit=None))
     for e in p.retrieval.ensembles:
         add(f"ensemble {e.name}", e.paper, _result(p, f"ret_ens_{e.name}"), " + ".join(e.members))
     return rows
 
-# %% ../nbs/40_study.ipynb #e7e7d2a1
+# %% ../nbs/40_study.ipynb #06d86c88
 _T3_SHORT = dict(bleu_4="B@4", rouge_l="R", meteor="M", cider_d="C", spice="S", spider="SD")
 TABLE_TITLES = {1: "Table 1: captioning models, parameters (M)", 2: "Table 2: retrieval models, parameters (M)",
                 3: "Table 3: captioning scores after XE and after SCST (ours / paper)",
@@ -905,7 +938,7 @@ def write_tables(profile: Profile | str, tables: Iterable[int] = (1, 2, 3, 4)) -
         res[n] = rows
     return res
 
-# %% ../nbs/40_study.ipynb #0ce365e5
+# %% ../nbs/40_study.ipynb #64a28e66
 def _log_frame(p: Profile, runs: list[tuple[str, list[str]]]):
     "Training-loss rows of each (label, [run, run, ...]); later runs continue the step axis (pre-train -> fine-tune)."
     import pandas as pd
@@ -985,7 +1018,7 @@ def make_figures(profile: Profile | str, tables: dict | None = None) -> dict[int
     paths[4] = _save_fig(fig, out / "table4.png")
     return paths
 
-# %% ../nbs/40_study.ipynb #8ded1cd4
+# %% ../nbs/40_study.ipynb #3d1565ac
 def write_report(profile: Profile | str) -> Path:
     "Execute the report notebook into `reports/<profile>/report.ipynb` and export `report.html`; return the HTML path."
     import papermill as pm, nbformat
@@ -1027,7 +1060,7 @@ def results_markdown(profile: Profile | str = "tiny") -> str:
     parts = [(out / f"table{n}.md").read_text(encoding="utf-8") for n in (1, 2, 3, 4) if (out / f"table{n}.md").exists()]
     return "\n".join(parts)
 
-# %% ../nbs/40_study.ipynb #5d43d298
+# %% ../nbs/40_study.ipynb #3938c99e
 def cli_reproduce(argv: list[str] | None = None) -> int:
     "`aacnb reproduce --profile tiny|paper|PATH [--table N] [--force] [--dry-run]`"
     ap = argparse.ArgumentParser(prog="aacnb reproduce", description="Run the study for a profile and write "

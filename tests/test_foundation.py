@@ -117,3 +117,13 @@ def test_cli_help_runs_as_console_script():
     assert r.returncode == 0 and "reproduce" in r.stdout
     r = subprocess.run([str(exe), "frobnicate"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    # reports and caches must be readable by others like any file `open` creates (mkstemp alone gives 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    core.save_json({"a": 1}, tmp_path / "t.json")
+    core.save_torch({"a": 1}, tmp_path / "c.pt")
+    for name in ("t.json", "c.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
