@@ -5,10 +5,22 @@ machines cannot install, so the conversion is done here: markdown cells as they 
     python scripts/make_readme.py --check  # exit 1 when README.md differs from the notebook
 """
 import json
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+_INCLUDE = re.compile(r"^<!-- include (?P<path>\S+) -->$", re.M)
+
+
+def _includes(text: str) -> str:
+    "Replace `<!-- include reports/tiny/table4.md -->` lines by that generated file (the README shows, never types, results)."
+    def sub(m):
+        path = ROOT / m.group("path")
+        return path.read_text(encoding="utf-8").strip() if path.exists() else f"*({m.group('path')} not generated yet: run `make reproduce`)*"
+    return _INCLUDE.sub(sub, text)
 
 
 def render(nb_path: Path) -> str:
@@ -18,7 +30,7 @@ def render(nb_path: Path) -> str:
         src = "".join(cell["source"]).strip("\n")
         if not src or src.startswith("#| hide"):
             continue
-        parts.append(src if cell["cell_type"] == "markdown" else f"```python\n{src}\n```")
+        parts.append(_includes(src) if cell["cell_type"] == "markdown" else f"```python\n{src}\n```")
     return "\n\n".join(parts) + "\n"
 
 
