@@ -16,3 +16,14 @@ def _isolated_data_root(tmp_path, monkeypatch):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end tests that take more than a few seconds")
+
+
+@pytest.fixture
+def one_torch_thread():
+    "Tiny models: more torch threads only add contention on a shared 2-core CPU."
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -11,13 +11,7 @@ TINY = dict(vocab_size=20, feature_dim=6, enc_hidden=8, d_model=16, nhead=2, dim
 DECODERS = ["transformer", "gru"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: threads only add contention on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(B=3, T=7, L=6, seed=0):

@@ -11,13 +11,7 @@ TINY = dict(vocab_size=40, feature_dim=6, enc_hidden=8, d_model=16, nhead=2, dim
             gru_hidden=16, gru_emb_dim=8, attn_size=8, dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: threads only add contention on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _trained(decoder, layers, seed, steps=50):

@@ -13,12 +13,7 @@ SMALL = dict(feature_dim=8, enc_hidden=16, d_model=32, nhead=2, dim_feedforward=
              attn_size=16, dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(decoder, steps=40, seed=0, lr=1e-3):
