@@ -63,10 +63,42 @@ class BiEncoder(nn.Module):
         self.criterion = InfoNCELoss(init_temperature)
         self.embed_dim = embed_dim
         self.model_config: dict | None = None  # set by build_biencoder: how to rebuild this model
+        self.text_frozen = False
+        self._text_cache: dict[str, torch.Tensor] = {}
 
     @property
     def temperature(self) -> torch.Tensor:
         return self.criterion.temperature
+
+    def freeze_text(self, frozen: bool = True) -> "BiEncoder":
+        "Fix the text encoder (its projection still trains): no gradients, eval mode, each caption encoded once."
+        for p in self.text_encoder.parameters():
+            p.requires_grad_(not frozen)
+        self.text_frozen = frozen
+        self._text_cache.clear()
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "BiEncoder":
+        super().train(mode)
+        if self.text_frozen:  # a frozen encoder is a fixed function: no dropout noise
+            self.text_encoder.eval()
+        return self
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._text_cache.clear()  # the memoised text features belong to the old weights
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        "The text encoder's pooled outputs (B, D_text); memoised per caption while the encoder is frozen."
+        if not self.text_frozen:
+            return self.text_encoder(texts)
+        new = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if new:
+            with torch.no_grad():
+                feats = self.text_encoder(new)
+            self._text_cache.update(zip(new, feats.detach().clone().unbind(0)))
+        dev = self.text_proj.weight.device
+        return torch.stack([self._text_cache[t] for t in texts]).to(dev)
 
     def encode_audio(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         "Waveforms (B, samples) at 32 kHz -> normalised embeddings (B, E)."
@@ -75,7 +107,7 @@ class BiEncoder(nn.Module):
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         "Captions -> normalised embeddings (B, E)."
-        return F.normalize(self.text_proj(self.text_encoder(list(texts))), dim=-1)
+        return F.normalize(self.text_proj(self._text_features(list(texts))), dim=-1)
 
     def forward(self, batch: dict) -> dict:
         missing = [k for k in ("audio", "caption") if k not in batch]
@@ -149,7 +181,7 @@ class _nullcontext:
     def __enter__(self): return None
     def __exit__(self, *exc): return False
 
-# %% ../nbs/12_retrieval.ipynb #3601c561
+# %% ../nbs/12_retrieval.ipynb #8620a134
 def table2_parameter_counts(embed_dim: int = 1024) -> list[dict]:
     "Rows `{audio, text, params_m, report_m}` for the five systems of Table 2 (trainable parameters)."
     rows = []
@@ -158,7 +190,7 @@ def table2_parameter_counts(embed_dim: int = 1024) -> list[dict]:
         rows.append({"audio": audio, "text": text, "params_m": count_parameters(m) / 1e6, "report_m": report})
     return rows
 
-# %% ../nbs/12_retrieval.ipynb #45789534
+# %% ../nbs/12_retrieval.ipynb #df2a80d9
 def _ranks(scores: torch.Tensor, query: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
     "0-based rank of `item[p]` in the ranking of query `query[p]` (descending score, ties by lower index)."
     Q, N = scores.shape
@@ -225,7 +257,7 @@ def retrieval_metrics(similarity, text_to_audio=None, ks=(1, 5, 10)) -> dict:
     out.update({f"a2t_{k}": v for k, v in a2t.items()})
     return out
 
-# %% ../nbs/12_retrieval.ipynb #7c1035ba
+# %% ../nbs/12_retrieval.ipynb #bb57794e
 @torch.no_grad()
 def embed_clips(model: BiEncoder, dataset, batch_size: int = 16, device: str | torch.device | None = None,
                 num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -257,7 +289,7 @@ def retrieval_val_fn(dataset, batch_size: int = 16):
     "A `val_fn` for `aacnb.training.fit`: model -> metrics on `dataset` (monitor `'map10'`)."
     return lambda model: evaluate_retrieval(model, dataset, batch_size)
 
-# %% ../nbs/12_retrieval.ipynb #bb57794e
+# %% ../nbs/12_retrieval.ipynb #d8ca4213
 def ensemble_similarity(similarities: Sequence, normalize: str = "zscore", weights: Sequence[float] | None = None
                         ) -> torch.Tensor:
     "Combine same-shaped (captions, clips) similarity matrices: mean of per-system z-scores (or raw values)."
