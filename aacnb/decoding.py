@@ -154,32 +154,35 @@ def beam_search(model_or_models, features: torch.Tensor, lengths: torch.Tensor |
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     if K > V:
         raise ValueError(f"beam_size {K} exceeds the vocabulary size {V}")
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
     dev = features.device
     sdt = torch.float64 if features.dtype == torch.float64 else torch.float32
     with torch.inference_mode():
+        # the first word: one row per clip (all K beams would start from the same <bos>)
         stepper = Stepper(models, features, lengths)
-        stepper.expand(torch.arange(B, device=dev).repeat_interleave(K))            # (B*K) hypotheses
-        scores = torch.full((B, K), float("-inf"), device=dev, dtype=sdt)
-        scores[:, 0] = 0.0
-        seqs = torch.empty(B, K, 0, dtype=torch.long, device=dev)
-        done = torch.zeros(B, K, dtype=torch.bool, device=dev)
-        tokens = torch.full((B * K,), c.bos_id, dtype=torch.long, device=dev)
+        logp = stepper.step(torch.full((B,), c.bos_id, dtype=torch.long, device=dev)).to(sdt)   # (B, V)
+        scores, tok = logp.topk(K, dim=1)                                             # (B, K)
+        stepper.expand(torch.arange(B, device=dev).repeat_interleave(K))            # now (B*K) hypotheses
+        seqs, done = tok[..., None], tok == c.eos_id                                  # (B, K, 1), (B, K)
+        tokens = tok.view(-1)
         base = (torch.arange(B, device=dev) * K)[:, None]                             # (B, 1)
-        for _ in range(max_len):
-            logp = stepper.step(tokens).view(B, K, V).to(scores.dtype)               # (B, K, V)
-            # a finished beam offers one continuation: <pad> at no cost
-            frozen = torch.full_like(logp[0, 0], float("-inf"))
-            frozen[c.pad_id] = 0.0
-            logp = torch.where(done[..., None], frozen, logp)
-            cand = (scores[..., None] + logp).view(B, K * V)                          # (B, K*V)
-            scores, idx = cand.topk(K, dim=1)                                         # (B, K)
-            beam, tok = idx // V, idx % V
+        pad_only = torch.full((K,), float("-inf"), device=dev, dtype=sdt)             # a finished beam's offer:
+        pad_only[0] = 0.0                                                             # <pad> at no cost, once
+        for _ in range(max_len - 1):
+            if bool(done.all()):
+                break
+            logp = stepper.step(tokens).view(B, K, V).to(sdt)                        # (B, K, V)
+            top, words = logp.topk(K, dim=2)          # (B, K, K): the K-best of all K*V lie among these
+            if bool(done.any()):
+                top = torch.where(done[..., None], pad_only, top)
+                words = words.masked_fill(done[..., None], c.pad_id)
+            scores, idx = (scores[..., None] + top).view(B, K * K).topk(K, dim=1)     # (B, K)
+            beam, tok = idx // K, words.view(B, K * K).gather(1, idx)
             seqs = torch.cat([seqs.gather(1, beam[..., None].expand(-1, -1, seqs.shape[2])), tok[..., None]], 2)
             done = done.gather(1, beam) | (tok == c.eos_id)
             stepper.reorder((base + beam).view(-1))
             tokens = tok.view(-1)
-            if bool(done.all()):
-                break
         final = scores
         if length_normalize:
             n = (seqs != c.pad_id).sum(-1).clamp_min(1)

@@ -158,6 +158,8 @@ def test_errors():
     f, l = _inputs(B=2)
     with pytest.raises(ValueError, match="beam_size"):
         beam_search(ms["gru"], f, l, beam_size=0)
+    with pytest.raises(ValueError, match="max_len"):
+        beam_search(ms["gru"], f, l, max_len=0)
     other = build_captioner("gru", **{**TINY, "vocab_size": 30})
     with pytest.raises(ValueError, match="vocabulary"):
         beam_search([ms["gru"], other], f, l)
