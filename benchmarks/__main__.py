@@ -1,4 +1,5 @@
-"""Run benchmarks: `python -m benchmarks` runs them all, `python -m benchmarks audio cider` runs the named ones.
+"""Run benchmarks: `python -m benchmarks` runs them all, `python -m benchmarks audio cider` runs the named ones,
+`python -m benchmarks decoding --threads 1` runs one with its own options (`--help` lists them).
 
 Each benchmarks/bench_<area>.py has `main(argv=None)` and prints what it measured on this machine, as a ratio
 against the reference implementation timed in the same run (never a number remembered from elsewhere).
@@ -16,14 +17,21 @@ def available():
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    names = [a for a in argv if not a.startswith("-")] or available()
+    first_option = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, options = argv[:first_option] or available(), argv[first_option:]
     unknown = sorted(set(names) - set(available()))
     if unknown:
         print(f"unknown benchmark(s) {unknown}; available: {available()}", file=sys.stderr)
         return 2
+    if options and len(names) != 1:
+        print(f"options {options} need exactly one benchmark named before them (each has its own); got {names}",
+              file=sys.stderr)
+        return 2
     for name in names:
         print(f"== benchmark: {name} ==", flush=True)
-        importlib.import_module(f"benchmarks.bench_{name}").main([])
+        rc = importlib.import_module(f"benchmarks.bench_{name}").main(options)
+        if isinstance(rc, int) and not isinstance(rc, bool) and rc:  # some return their measurements
+            return rc
     return 0
 
 

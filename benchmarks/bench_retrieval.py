@@ -10,6 +10,8 @@ What is measured (all on this machine, in this process):
    timed steps after one warm-up step) and peak memory (CUDA: `max_memory_allocated`; CPU: growth of the
    process's peak RSS during the steps, a coarse upper bound). On CUDA the step also runs under fp16 autocast
    (what `fit` uses with amp="auto") and the ratio AMP / fp32 is printed.
+   With a frozen text encoder (`BiEncoder.freeze_text`, the tiny profile's setting) the step is timed twice:
+   captions memoised (after the warm-up step every caption is known) vs the encoder re-run on every step.
 2. Embedding a folder for search: batched `encode_audio` vs the per-file loop (batch of 1) on the same clips,
    in eval mode; ratio batched / per-file.
 3. `retrieval_metrics` (one sort per query on the whole matrix) vs a per-query Python loop (the brute-force
@@ -47,16 +49,23 @@ def _batch(B, seconds, device, seed=0):
     return {"audio": audio.to(device), "audio_lengths": torch.full((B,), audio.shape[1], device=device), "caption": caps}
 
 
-def bench_train_step(audio, text, B, seconds, steps, device, amp=False):
+def bench_train_step(audio, text, B, seconds, steps, device, amp=False, frozen_text=None):
+    """frozen_text: None (train both encoders), 'memo' (freeze_text: captions encoded once), 'reencode' (frozen,
+    but the text encoder runs on every step: the memo is emptied before each step)."""
     from aacnb.retrieval import build_biencoder
     torch.manual_seed(0)
-    model = build_biencoder(audio, text, pretrained="text" if text == "minilm" else False).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    model = build_biencoder(audio, text, pretrained="text" if text == "minilm" else False).to(device)
+    if frozen_text:
+        model.freeze_text()
+    model.train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     batch = _batch(B, seconds, device)
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
 
     def step():
+        if frozen_text == "reencode":
+            model._text_cache.clear()
         with torch.autocast(device.type, dtype=dtype, enabled=amp):
             loss = model(batch)["loss"]
         scaler.scale(loss).backward()
@@ -134,6 +143,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--metric-clips", type=int, default=1045, help="clips of the metrics benchmark (Clotho eval: 1045)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-frozen-text", dest="frozen_text", action="store_false",
+                    help="skip timing the frozen-text-encoder step (memoised vs re-encoded captions)")
     a = ap.parse_args(sys.argv[1:] if argv is None else argv)
     from aacnb.core import get_device
     device = get_device(a.device)
@@ -150,6 +161,12 @@ def main(argv=None):
             ra = bench_train_step(audio, text or "minilm", a.batch_size, a.seconds, a.steps, device, amp=True)
             print(f"  fp16 autocast: {ra['clips_per_s']:.1f} clips/s, peak {ra['peak_mib']:.0f} MiB; "
                   f"ratio AMP/fp32 = {ra['clips_per_s'] / r['clips_per_s']:.2f}x")
+        if a.frozen_text:  # the tiny profile's setting: a frozen pretrained text encoder, its projection trains
+            fm = bench_train_step(audio, text or "minilm", a.batch_size, a.seconds, a.steps, device, frozen_text="memo")
+            fr = bench_train_step(audio, text or "minilm", a.batch_size, a.seconds, a.steps, device,
+                                  frozen_text="reencode")
+            print(f"  frozen text encoder: memoised captions {fm['clips_per_s']:.1f} clips/s vs re-encoded every step "
+                  f"{fr['clips_per_s']:.1f} clips/s; ratio = {fm['clips_per_s'] / fr['clips_per_s']:.2f}x")
 
     audio0 = a.pairs[0].partition(":")[0]
     e = bench_embedding(audio0, a.batch_size, a.seconds, device)

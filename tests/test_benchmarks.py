@@ -1,0 +1,39 @@
+"""The benchmark commands run end to end at toy sizes and print their ratio lines (speed itself is never asserted)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TOY = {  # benchmark: (toy-size options, a line fragment it must print)
+    "audio": (["--clips", "1", "--seconds", "1", "--repeats", "1", "--threads", "1"], "ratio log_mel / numpy"),
+    "cider": (["--clips", "12", "--batch", "4", "--repeats", "1"], "pycocoevalcap"),
+    "decoding": (["--batch", "2", "--steps", "3", "--repeats", "1", "--ref-clips", "1", "--threads", "1"],
+                 "identical captions: batched == per-clip == recompute"),
+    "retrieval": (["--batch-size", "2", "--seconds", "1", "--steps", "1", "--metric-clips", "12", "--device", "cpu"],
+                  "frozen text encoder: memoised captions"),
+    "synthetic": (["--clips", "1", "--corpus", "0"], "wavetable"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOY))
+def test_benchmark_runs_and_prints_ratios(name):
+    options, expect = TOY[name]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run([sys.executable, "-m", "benchmarks", name, *options], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert f"== benchmark: {name} ==" in p.stdout
+    assert expect in p.stdout, p.stdout
+
+
+def test_options_need_one_benchmark():
+    p = subprocess.run([sys.executable, "-m", "benchmarks", "audio", "cider", "--repeats", "1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "exactly one benchmark" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "benchmarks", "nonesuch"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and "nonesuch" in p.stderr
