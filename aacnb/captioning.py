@@ -208,6 +208,11 @@ class TransformerDecoder(nn.Module):
             new_kv.append(kv)
         return self.classifier(x[:, 0]), {**cache, "self_kv": new_kv, "t": cache["t"] + 1}
 
+    def reorder_cache(self, cache: dict, index: torch.Tensor) -> dict:
+        "Keep the hypotheses (rows) `index` of the per-hypothesis state: the self-attention keys and values."
+        return {**cache, "self_kv": [None if kv is None else tuple(x.index_select(0, index) for x in kv)
+                                     for kv in cache["self_kv"]]}
+
 def _empty_kv(x: torch.Tensor, layer: TransformerDecoderLayer):
     h = layer.self_attn.nhead
     e = x.new_zeros(x.shape[0], h, 0, x.shape[-1] // h)
@@ -249,6 +254,10 @@ class GRUDecoder(nn.Module):
         h = self.cell(x, h)                                                     # (B, H)
         return self.classifier(h), {**cache, "h": h, "t": cache["t"] + 1}
 
+    def reorder_cache(self, cache: dict, index: torch.Tensor) -> dict:
+        "Keep the hypotheses (rows) `index` of the per-hypothesis state: the hidden state."
+        return {**cache, "h": cache["h"].index_select(0, index)}
+
     def forward(self, tokens: torch.Tensor, memory: dict) -> torch.Tensor:
         "Teacher-forced: tokens (B, L) -> logits (B, L, V), stepping the GRU."
         cache, out = self.init_cache(memory), []
@@ -276,6 +285,10 @@ class Captioner(nn.Module):
     def step(self, tokens: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
         "tokens (B,) -> next-token logits (B, V), updated cache."
         return self.decoder.step(tokens, cache)
+
+    def reorder_cache(self, cache: dict, index: torch.Tensor) -> dict:
+        "The cache of hypotheses `index` (beam search): per-hypothesis state moves, per-clip audio state stays."
+        return self.decoder.reorder_cache(cache, index)
 
     def logits(self, batch: dict, tokens: torch.Tensor | None = None) -> torch.Tensor:
         "Teacher-forced logits (B, L-1, V) for inputs tokens[:, :-1]."

@@ -10,14 +10,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .captioning import Captioner, GRUDecoder, TransformerDecoder
+from .captioning import Captioner
 
 # %% auto #0
 __all__ = ['as_models', 'Stepper', 'strip', 'greedy_decode', 'sample_decode', 'beam_search', 'beam_search_reference']
 
 # %% ../nbs/31_decoding.ipynb #247e08ae
-_STATE_KEYS = {TransformerDecoder: ("self_kv",), GRUDecoder: ("h",)}
-
 def _select(x, index: torch.Tensor):
     "Index dim 0 of every tensor inside nested lists/tuples/dicts; other values pass through."
     if isinstance(x, torch.Tensor):
@@ -60,9 +58,7 @@ class Stepper:
         if self.recompute:
             self.prefix = self.prefix.index_select(0, index)
             return
-        for i, (m, c) in enumerate(zip(self.models, self.caches)):
-            keys = _STATE_KEYS[type(m.decoder)]
-            self.caches[i] = {**c, **{k: _select(c[k], index) for k in keys}}
+        self.caches = [m.reorder_cache(c, index) for m, c in zip(self.models, self.caches)]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         logps = []

@@ -99,6 +99,32 @@ def test_cached_steps_equal_parallel_forward(decoder):
     torch.testing.assert_close(torch.stack(steps, 1), ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("grad", [True, False])
+def test_long_cached_decoding_with_reordering(decoder, grad):
+    # Three hypotheses about one clip, as in beam search, decoded for 24 positions, with gradients (SCST
+    # sampling: the logits stay differentiable) and without (decoding). Mid-caption the hypotheses change places.
+    m = build_captioner(decoder, **TINY).eval()
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(1, 7, TINY["feature_dim"], generator=g).expand(3, -1, -1)
+    tokens = torch.randint(4, TINY["vocab_size"], (3, 25), generator=g)
+    tokens[:, 0] = 1
+    ref = m({"features": feats, "tokens": tokens})["logits"].detach()      # (3, 24, V)
+    perm = torch.tensor([2, 0, 1])
+    with torch.set_grad_enabled(grad):
+        cache = m.init_cache(m.encode(feats))
+        steps, rows = [], torch.arange(3)
+        for t in range(24):
+            if t == 10:
+                cache, rows = m.reorder_cache(cache, perm), rows[perm]
+                steps = [s[perm] for s in steps]
+            logits, cache = m.step(tokens[rows, t], cache)
+            steps.append(logits)
+        out = torch.stack(steps, 1)
+    assert out.requires_grad == grad
+    torch.testing.assert_close(out.detach(), ref[rows], atol=1e-5, rtol=1e-5)
+
+
 class _State:
     def __init__(self, progress):
         self.progress = progress
