@@ -741,7 +741,8 @@ def caption_scores(predictions: list[str], references: list[list[str]], full: bo
             corpus, _ = evaluate(predictions, references)
             return {k: (None if v is None else float(v)) for k, v in corpus.items()}
     from aacnb.cider import CiderD
-    return {"cider_d": float(CiderD().compute(predictions, references)[0])}  # the fast CIDEr-D alone
+    from aacnb.text import tokenize  # lower case, no punctuation: what the PTB tokenizer does before CIDEr-D
+    return {"cider_d": float(CiderD(tokenize=tokenize).compute(predictions, references)[0])}  # the fast CIDEr-D alone
 
 # %% ../nbs/40_study.ipynb #afe7ecc9
 def _fmt(v, nd=1):

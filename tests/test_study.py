@@ -271,3 +271,17 @@ def test_smoke_run_end_to_end_then_rerun_skips(tmp_path, capsys):
     study.execute_run(run, runs, force=True)
     after = json.loads((runs / run.name / "metrics.json").read_text())
     assert after["metrics"] == before["metrics"] and after["n_params"] == before["n_params"]
+
+
+def test_fast_cider_d_tokenizes_references_like_the_full_evaluation():
+    # Model selection uses the fast CIDEr-D (full=False); the references are raw Clotho sentences with capitals and
+    # full stops, the predictions decoded lower-case words. Both must be tokenised alike, as the PTB tokenizer of
+    # the full evaluation does, or selection ranks models on a deflated, distorted score.
+    refs = [["A dog barks twice.", "The dog is barking, loudly.", "A dog barks in the distance."],
+            ["Rain falls on a tin roof.", "Heavy rain is falling.", "Rain falls steadily on a roof."],
+            ["A car passes by.", "A car drives past quickly.", "Traffic passes on a road."]]
+    preds = ["a dog barks", "rain falls on a roof", "a car passes by"]
+    raw = study.caption_scores(preds, refs, full=False)["cider_d"]
+    clean = study.caption_scores(preds, [[r.lower().replace(".", "").replace(",", "") for r in rs] for rs in refs],
+                                 full=False)["cider_d"]
+    assert raw == pytest.approx(clean, abs=1e-12) and raw > 0.5
