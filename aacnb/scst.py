@@ -26,10 +26,16 @@ def _norm_refs(refs: Sequence[Sequence[str]]) -> list[list[str]]:
 class SCSTCaptioner(nn.Module):
     "Wraps a `Captioner`; `training_step(batch, state)` is the self-critical policy-gradient step."
     def __init__(self, captioner: Captioner, vocab, references_corpus: Sequence[Sequence[str]] | None = None,
-                 scorer: CiderD | None = None, max_len: int = 30, num_samples: int = 1):
+                 scorer: CiderD | None = None, max_len: int = 30, num_samples: int = 1, baseline: str = "greedy"):
         super().__init__()
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if baseline not in ("greedy", "mean"):
+            raise ValueError(f"baseline must be 'greedy' (Rennie et al., the report) or 'mean' (of the clip's other "
+                             f"samples), got {baseline!r}")
+        if baseline == "mean" and num_samples < 2:
+            raise ValueError(f"baseline='mean' averages a clip's other samples: num_samples must be >= 2, got {num_samples}")
+        self.baseline = baseline
         if len(vocab) != captioner.config.vocab_size:
             raise ValueError(f"the vocabulary has {len(vocab)} words but the captioner was built for "
                              f"vocab_size={captioner.config.vocab_size}")
@@ -60,22 +66,27 @@ class SCSTCaptioner(nn.Module):
         if refs is None:
             raise KeyError(f"an SCST batch needs the clips' references as 'captions' (list of lists); keys: {sorted(batch)}")
         refs = _norm_refs(refs)
-        m = self.captioner
-        was_training = m.training
-        m.eval()                                                   # the baseline: test-time greedy decoding
-        greedy = greedy_decode(m, feats, lens, self.max_len, return_tensors=True)
-        m.train(was_training)
-        r_greedy = self.rewards(greedy, refs)                                      # (B,)
-        S = self.num_samples
+        m, S, out = self.captioner, self.num_samples, {}
+        if self.baseline == "greedy":
+            was_training = m.training
+            m.eval()                                               # the baseline: test-time greedy decoding
+            greedy = greedy_decode(m, feats, lens, self.max_len, return_tensors=True)
+            m.train(was_training)
+            r_greedy = self.rewards(greedy, refs)                                  # (B,)
+            out["greedy_reward"] = float(r_greedy.mean())
         if S > 1:
             feats = feats.repeat_interleave(S, 0)
             lens = None if lens is None else lens.repeat_interleave(S, 0)
         tokens, logps = sample_decode(m, feats, lens, self.max_len, return_logprobs=True)   # (B*S, L) each
         r_sample = self.rewards(tokens, [r for r in refs for _ in range(S)])                 # (B*S,)
-        adv = torch.as_tensor(r_sample - np.repeat(r_greedy, S), dtype=logps.dtype, device=logps.device)
+        if self.baseline == "greedy":
+            base = np.repeat(r_greedy, S)
+        else:                                              # each sample against the mean of its clip's others
+            per_clip = r_sample.reshape(-1, S)
+            base = ((per_clip.sum(1, keepdims=True) - per_clip) / (S - 1)).reshape(-1)
+        adv = torch.as_tensor(r_sample - base, dtype=logps.dtype, device=logps.device)
         loss = -(adv * logps.sum(1)).mean()                # logps are 0 after <eos>: masked
-        return {"loss": loss, "reward": float(r_sample.mean()), "greedy_reward": float(r_greedy.mean()),
-                "advantage": float(adv.mean())}
+        return {"loss": loss, "reward": float(r_sample.mean()), **out, "advantage": float(adv.mean())}
 
 # %% ../nbs/32_scst.ipynb #6adf486f
 def tiny_problem(seed: int = 0, n_clips: int = 6, feature_dim: int = 8, frames: int = 5):

@@ -16,12 +16,12 @@ SMALL = dict(feature_dim=8, enc_hidden=16, d_model=32, nhead=2, dim_feedforward=
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _run(decoder, steps=40, seed=0, lr=1e-3):
+def _run(decoder, steps=40, seed=0, lr=1e-3, baseline="greedy"):
     feats, lens, refs = tiny_problem()
     vocab = Vocabulary.build([r for rs in refs for r in rs])
     seed_everything(seed)
     model = build_captioner(decoder, vocab_size=len(vocab), **SMALL)
-    scst = SCSTCaptioner(model, vocab, references_corpus=refs, max_len=6, num_samples=8)
+    scst = SCSTCaptioner(model, vocab, references_corpus=refs, max_len=6, num_samples=8, baseline=baseline)
 
     def greedy():
         model.eval()
@@ -49,6 +49,22 @@ def test_scst_raises_greedy_cider_and_is_deterministic():
 def test_scst_raises_expected_reward_gru():
     _, _, rewards = _run("gru", steps=40)
     assert np.mean(rewards[-10:]) > np.mean(rewards[:10])
+
+
+def test_mean_of_other_samples_baseline():
+    # Luo (2020): each sample against the mean reward of its clip's other samples; no greedy decoding
+    before, after, rewards = _run("transformer", baseline="mean")
+    assert after > before + 0.2 and np.mean(rewards[-10:]) > np.mean(rewards[:10])
+    feats, lens, refs = tiny_problem()
+    vocab = Vocabulary.build([r for rs in refs for r in rs])
+    model = build_captioner("transformer", vocab_size=len(vocab), **SMALL)
+    scst = SCSTCaptioner(model, vocab, references_corpus=refs, max_len=6, num_samples=4, baseline="mean")
+    out = scst.training_step({"features": feats, "feature_lengths": lens, "captions": refs})
+    assert "greedy_reward" not in out and abs(out["advantage"]) < 1e-6   # centred per clip
+    with pytest.raises(ValueError, match="num_samples must be >= 2"):
+        SCSTCaptioner(model, vocab, references_corpus=refs, baseline="mean")
+    with pytest.raises(ValueError, match="baseline"):
+        SCSTCaptioner(model, vocab, references_corpus=refs, num_samples=2, baseline="beam")
 
 
 def test_advantage_sign_and_masking():
