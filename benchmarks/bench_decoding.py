@@ -36,18 +36,22 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ref-clips", type=int, default=8, help="clips timed for the slow recompute reference")
     ap.add_argument("--skip-recompute", action="store_true", help="skip the slow authors-style reference")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (timings wait for the GPU to finish)")
     a = ap.parse_args([] if argv is None else argv)
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    dev = torch.device(a.device)
     m = build_captioner(a.decoder, a.layers, vocab_size=4368, feature_dim=2048).eval()
     with torch.no_grad():
         m.decoder.classifier.bias[m.config.eos_id] = -1e4   # never stop early: exactly `steps` steps
-    feats = torch.randn(a.batch, a.frames, 2048)
-    lens = torch.full((a.batch,), a.frames, dtype=torch.long)
+    m = m.to(dev)
+    feats = torch.randn(a.batch, a.frames, 2048).to(dev)
+    lens = torch.full((a.batch,), a.frames, dtype=torch.long).to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     B, K, S = a.batch, a.beam, a.steps
     print(f"{a.decoder} x{m.config.num_layers}, {sum(p.numel() for p in m.parameters()) / 1e6:.2f} M params; "
-          f"batch {B}, beam {K}, {S} steps, {a.frames} frames, {a.threads} threads, best of {a.repeats}")
+          f"batch {B}, beam {K}, {S} steps, {a.frames} frames, {dev}, {a.threads} threads, best of {a.repeats}")
 
     R = min(a.ref_clips, B)
     methods = {  # name: (mode, clips timed, fn)
@@ -68,9 +72,9 @@ def main(argv=None):
         beam_search(m, feats[:2], lens[:2], K, S)              # warm-up
         for _ in range(a.repeats):                              # interleaved: a busy spell hits all methods alike
             for name, (_, _, fn) in methods.items():
-                t = time.perf_counter()
+                sync(); t = time.perf_counter()
                 outs[name] = fn()
-                best[name] = min(best[name], time.perf_counter() - t)
+                sync(); best[name] = min(best[name], time.perf_counter() - t)
     out_b = outs["beam batched (ours)"]
     assert out_b == outs["beam per-clip, cached"], "batched and per-clip beam search disagree"
     assert outs["greedy batched (ours)"] == outs["greedy per-clip, cached"]
