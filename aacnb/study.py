@@ -439,6 +439,15 @@ def _audio_check(label: str, listed: list[str], folder: Path, exts=("",)) -> tup
     if missing: detail += f"; missing e.g. {missing[:3]}"
     return (label, ok, detail)
 
+# dataset: (label, splits, caption CSV, its column naming the clip, audio folder, audio extensions, how to get it)
+_CSV_LAYOUTS = {
+    "clotho": ("Clotho", ("development", "validation", "evaluation"),
+               "CLOTHO_v2.1/clotho_csv_files/clotho_captions_{split}.csv", "file_name",
+               "CLOTHO_v2.1/clotho_audio_files/{split}", ("",), ": run `aacnb download`"),
+    "audiocaps": ("AudioCaps", ("train", "val", "test"), "AUDIOCAPS/csv_files/{split}.csv", "youtube_id",
+                  "AUDIOCAPS/audio/{split}", (".wav", ".flac", ".ogg"), " (see `aacnb download --help`)"),
+}
+
 def data_checks(profile: Profile) -> list[tuple[str, bool, str]]:
     "(what, ok, detail) for each dataset the profile reads: caption files and audio clips present."
     root = profile.data.path()
@@ -449,22 +458,15 @@ def data_checks(profile: Profile) -> list[tuple[str, bool, str]]:
     sets = {"clotho", *profile.retrieval.pretrain_sets, *profile.retrieval.finetune_sets,
             *profile.feature_extractor.train_sets}
     out = []
-    if "clotho" in sets:
-        c = root / "CLOTHO_v2.1"
-        for split in ("development", "validation", "evaluation"):
-            f = c / "clotho_csv_files" / f"clotho_captions_{split}.csv"
+    for name, (label, splits, csv_path, column, audio_dir, exts, hint) in _CSV_LAYOUTS.items():
+        if name not in sets:
+            continue
+        for split in splits:
+            f = root / csv_path.format(split=split)
             if not f.exists():
-                out.append((f"Clotho {split} captions", False, f"{f} missing: run `aacnb download`")); continue
-            out.append(_audio_check(f"Clotho {split} audio", _csv_column(f, "file_name"),
-                                    c / "clotho_audio_files" / split))
-    if "audiocaps" in sets:
-        a = root / "AUDIOCAPS"
-        for split in ("train", "val", "test"):
-            f = a / "csv_files" / f"{split}.csv"
-            if not f.exists():
-                out.append((f"AudioCaps {split} captions", False, f"{f} missing (see `aacnb download --help`)")); continue
-            out.append(_audio_check(f"AudioCaps {split} audio", _csv_column(f, "youtube_id"), a / "audio" / split,
-                                    (".wav", ".flac", ".ogg")))
+                out.append((f"{label} {split} captions", False, f"{f} missing{hint}")); continue
+            out.append(_audio_check(f"{label} {split} audio", _csv_column(f, column), root / audio_dir.format(split=split),
+                                    exts))
     if "macs" in sets:
         m = root / "MACS"
         f = m / "MACS.yaml"

@@ -151,6 +151,17 @@ def test_dry_run_counts_missing_clotho_audio(tmp_path):
     checks = {w: (ok, d) for w, ok, d in study.data_checks(study.load_profile(_write(tmp_path, raw)))}
     ok, detail = checks["Clotho evaluation audio"]
     assert not ok and "1/4 clips present" in detail and "evaluation_1.wav" in detail
+    # AudioCaps (the paper pre-trains on it): missing caption files are named; audio is counted by YouTube id
+    ok, detail = checks["AudioCaps val captions"]
+    assert not ok and "val.csv missing" in detail and "aacnb download --help" in detail
+    a = tmp_path / "d" / "AUDIOCAPS"
+    (a / "csv_files").mkdir(parents=True)
+    (a / "audio" / "train").mkdir(parents=True)
+    (a / "csv_files" / "train.csv").write_text("audiocap_id,youtube_id,start_time,caption\n1,abc,0,a\n2,xyz,0,b\n")
+    (a / "audio" / "train" / "abc.flac").write_bytes(b"fLaC")
+    checks = {w: (ok, d) for w, ok, d in study.data_checks(study.load_profile(_write(tmp_path, raw)))}
+    ok, detail = checks["AudioCaps train audio"]
+    assert not ok and "1/2 clips present" in detail and "xyz" in detail
 
 
 # -- the runner -----------------------------------------------------------------------------------------------
