@@ -96,9 +96,10 @@ class BiEncoder(nn.Module):
         if new:
             with torch.no_grad():
                 feats = self.text_encoder(new)
-            self._text_cache.update(zip(new, feats.detach().clone().unbind(0)))
-        dev = self.text_proj.weight.device
-        return torch.stack([self._text_cache[t] for t in texts]).to(dev)
+            # kept in float32: a memo filled under autocast (fp16/bf16) must also serve full-precision evaluation
+            self._text_cache.update(zip(new, feats.detach().float().unbind(0)))
+        w = self.text_proj.weight
+        return torch.stack([self._text_cache[t] for t in texts]).to(w.device, w.dtype)
 
     def encode_audio(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         "Waveforms (B, samples) at 32 kHz -> normalised embeddings (B, E)."
