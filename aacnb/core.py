@@ -148,14 +148,15 @@ def _json_default(o):
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 # %% ../nbs/00_core.ipynb #5de58528
-def git_commit(short: bool = True) -> str:
-    "The commit of the checkout (with `+dirty` when it has changes), or `'unknown'` outside git."
-    root = project_root() or Path.cwd()
+def git_commit(short: bool = True, root: str | Path | None = None) -> str:
+    """The commit of the checkout (with `+dirty` when tracked files other than the generated `reports/` have
+    changes: a study rewriting its own tables is not a code change), or `'unknown'` outside git."""
+    root = root or project_root() or Path.cwd()
     try:
         cmd = ["git", "rev-parse"] + (["--short"] if short else []) + ["HEAD"]
         sha = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)reports"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (sha + ("+dirty" if dirty else "")) if sha else "unknown"

@@ -127,3 +127,20 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     core.save_torch({"a": 1}, tmp_path / "c.pt")
     for name in ("t.json", "c.pt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_commit_is_dirty_for_code_changes_not_for_generated_reports(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    git("init", "-q")
+    git("config", "user.email", "t@example.org"); git("config", "user.name", "t")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "table.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "."); git("commit", "-qm", "init")
+    sha = core.git_commit(root=tmp_path)
+    assert len(sha) >= 7 and "dirty" not in sha
+    (tmp_path / "reports" / "table.md").write_text("new\n")        # the study rewriting its own tables
+    assert core.git_commit(root=tmp_path) == sha
+    (tmp_path / "code.py").write_text("x = 2\n")                    # a code change
+    assert core.git_commit(root=tmp_path) == sha + "+dirty"
