@@ -65,7 +65,7 @@ def bench_train_step(audio, text, B, seconds, steps, device, amp=False, frozen_t
 
     def step():
         if frozen_text == "reencode":
-            model._text_cache.clear()
+            model.freeze_text()  # (re)freezing forgets the memoised captions
         with torch.autocast(device.type, dtype=dtype, enabled=amp):
             loss = model(batch)["loss"]
         scaler.scale(loss).backward()
