@@ -123,10 +123,17 @@ class MultiHeadAttention(nn.Module):
         B, L, C = x.shape
         return x.view(B, L, self.nhead, C // self.nhead).transpose(1, 2)        # (B, h, L, C/h)
 
-    def attend(self, q, k, v, mask=None, is_causal=False) -> torch.Tensor:
+    def attend(self, q, k, v, mask=None, is_causal=False, fused=True) -> torch.Tensor:
         "q (B, L, C) projected inside; k, v already split (B, h, S, C/h); mask (B|1, 1, L|1, S) bool True=attend."
-        y = F.scaled_dot_product_attention(self.split(self.q(q)), k, v, attn_mask=mask, is_causal=is_causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        q, p = self.split(self.q(q)), (self.dropout if self.training else 0.0)
+        if fused or is_causal:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=p)
+        else:   # decoding (a few queries per clip): two matmuls cost less than the fused kernel's set-up on a CPU
+            w = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+            if mask is not None:
+                w = w.masked_fill(~mask, float("-inf"))
+            w = w.softmax(-1)
+            y = torch.matmul(F.dropout(w, p) if p else w, v)
         B, h, L, c = y.shape
         return self.out(y.transpose(1, 2).reshape(B, L, h * c))                  # (B, L, C)
 
@@ -141,21 +148,25 @@ class TransformerDecoderLayer(nn.Module):
         self.drop = nn.Dropout(c.dropout)
 
     def memory_kv(self, memory: torch.Tensor):
+        "Cross-attention keys and values (B, h, T, C/h), made contiguous once so no decoding step copies them."
         a = self.cross_attn
-        return a.split(a.k(memory)), a.split(a.v(memory))                       # 2 x (B, h, T, C/h)
+        return a.split(a.k(memory)).contiguous(), a.split(a.v(memory)).contiguous()
 
     def forward(self, x, mem_kv, mem_mask, self_kv=None, is_causal=True):
-        "x (B, L, C). Without `self_kv` attends causally within x; with it, x is one new position and self_kv the cache."
-        sa = self.self_attn
-        if self_kv is None:
+        """x (N, L, C) for N = B*G hypotheses, G consecutive rows per clip of the audio's B (G = 1 in training).
+        Without `self_kv` attends causally within x; with it, x is one new position and self_kv the cache."""
+        sa, step = self.self_attn, self_kv is not None
+        if not step:
             k, v = sa.split(sa.k(x)), sa.split(sa.v(x))
             h = sa.attend(x, k, v, is_causal=is_causal)
         else:
-            k = torch.cat([self_kv[0], sa.split(sa.k(x))], dim=2)              # (B, h, t+1, C/h)
+            k = torch.cat([self_kv[0], sa.split(sa.k(x))], dim=2)              # (N, h, t+1, C/h)
             v = torch.cat([self_kv[1], sa.split(sa.v(x))], dim=2)
-            h = sa.attend(x, k, v)
+            h = sa.attend(x, k, v, fused=False)
         x = self.norm1(x + self.drop(h))
-        x = self.norm2(x + self.drop(self.cross_attn.attend(x, *mem_kv, mask=mem_mask)))
+        # the G hypotheses of a clip query its frames together: (N, L, C) -> (B, G*L, C); no copy of the audio
+        q = x.reshape(mem_kv[0].shape[0], -1, x.shape[-1])
+        x = self.norm2(x + self.drop(self.cross_attn.attend(q, *mem_kv, mask=mem_mask, fused=not step).view_as(x)))
         x = self.norm3(x + self.drop(self.linear2(self.drop(F.relu(self.linear1(x))))))
         return x, (k, v)
 
@@ -184,7 +195,7 @@ class TransformerDecoder(nn.Module):
         return self.drop(x + self.pe[start:start + L])                         # (B, L, C)
 
     def init_cache(self, memory: dict) -> dict:
-        "Everything that depends on the audio only, computed once per clip: cross-attention keys and values."
+        "Everything that depends on the audio only, computed once per clip (never per hypothesis): cross-attention keys and values."
         mem = self.memory_proj(memory["frames"])                                # (B, T, C)
         return {"mem_kv": [layer.memory_kv(mem) for layer in self.layers],
                 # (B, 1, 1, T); None when no clip is padded, which lets attention take its fast path
@@ -192,7 +203,7 @@ class TransformerDecoder(nn.Module):
                 "self_kv": [None] * len(self.layers), "t": 0}
 
     def forward(self, tokens: torch.Tensor, memory: dict) -> torch.Tensor:
-        "Teacher-forced: tokens (B, L) -> logits (B, L, V); position i sees tokens <= i only."
+        "Teacher-forced: tokens (B*G, L) -> logits (B*G, L, V), G rows per clip; position i sees tokens <= i only."
         cache = self.init_cache(memory)
         x = self.embed(tokens)
         for layer, kv in zip(self.layers, cache["mem_kv"]):
@@ -200,8 +211,8 @@ class TransformerDecoder(nn.Module):
         return self.classifier(x)
 
     def step(self, tokens: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
-        "One position: tokens (B,) -> logits (B, V), with the cache extended by that position."
-        x = self.embed(tokens[:, None], start=cache["t"])                       # (B, 1, C)
+        "One position: tokens (B*G,) -> logits (B*G, V), G hypotheses per clip, with the cache extended by that position."
+        x = self.embed(tokens[:, None], start=cache["t"])                       # (B*G, 1, C)
         new_kv = []
         for layer, mkv, skv in zip(self.layers, cache["mem_kv"], cache["self_kv"]):
             x, kv = layer(x, mkv, cache["mem_mask"], self_kv=skv if skv is not None else _empty_kv(x, layer))
@@ -234,32 +245,36 @@ class GRUDecoder(nn.Module):
         self.drop = nn.Dropout(c.dropout)
 
     def init_cache(self, memory: dict) -> dict:
+        "The audio side, once per clip; the hidden state (per hypothesis) starts at zero on the first step."
         H = self.config.gru_hidden
         frames = memory["frames"]                                               # (B, T, M)
         W = self.h2attn.weight
         return {"frames": frames, "mask": memory["mask"],
                 "frame_keys": frames @ W[:, H:].T,                              # (B, T, A): the step-free half
                 "clip": self.fc_proj(memory["clip"]),                           # (B, E)
-                "h": frames.new_zeros(frames.shape[0], H), "t": 0}
+                "h": None, "t": 0}
 
     def step(self, tokens: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
-        "tokens (B,) -> logits (B, V) and the cache with the new hidden state."
-        H = self.config.gru_hidden
-        h = cache["h"]
-        q = h @ self.h2attn.weight[:, :H].T + self.h2attn.bias                  # (B, A)
-        score = torch.tanh(cache["frame_keys"] + q[:, None]) @ self.v           # (B, T)
-        w = score.masked_fill(~cache["mask"], float("-inf")).softmax(-1)
-        ctx = torch.bmm(w[:, None], cache["frames"])[:, 0]                       # (B, M)
-        x = torch.cat([self.drop(self.word_embedding(tokens)), self.ctx_proj(ctx), cache["clip"]], dim=-1)
-        h = self.cell(x, h)                                                     # (B, H)
+        "tokens (B*G,) -> logits (B*G, V), G hypotheses per clip in consecutive rows, and the cache with the new hidden state."
+        H, (B, T, M) = self.config.gru_hidden, cache["frames"].shape
+        N = tokens.shape[0]
+        h = cache["h"] if cache["h"] is not None else cache["frames"].new_zeros(N, H)
+        q = h @ self.h2attn.weight[:, :H].T + self.h2attn.bias                  # (N, A)
+        q = q.view(B, N // B, 1, -1)                                            # (B, G, 1, A)
+        score = torch.tanh(cache["frame_keys"][:, None] + q) @ self.v           # (B, G, T)
+        w = score.masked_fill(~cache["mask"][:, None], float("-inf")).softmax(-1)
+        ctx = torch.bmm(w, cache["frames"]).view(N, M)                          # (B, G, M) -> (N, M)
+        clip = cache["clip"] if N == B else cache["clip"].repeat_interleave(N // B, 0)
+        x = torch.cat([self.drop(self.word_embedding(tokens)), self.ctx_proj(ctx), clip], dim=-1)
+        h = self.cell(x, h)                                                     # (N, H)
         return self.classifier(h), {**cache, "h": h, "t": cache["t"] + 1}
 
     def reorder_cache(self, cache: dict, index: torch.Tensor) -> dict:
         "Keep the hypotheses (rows) `index` of the per-hypothesis state: the hidden state."
-        return {**cache, "h": cache["h"].index_select(0, index)}
+        return cache if cache["h"] is None else {**cache, "h": cache["h"].index_select(0, index)}
 
     def forward(self, tokens: torch.Tensor, memory: dict) -> torch.Tensor:
-        "Teacher-forced: tokens (B, L) -> logits (B, L, V), stepping the GRU."
+        "Teacher-forced: tokens (B*G, L) -> logits (B*G, L, V), G rows per clip, stepping the GRU."
         cache, out = self.init_cache(memory), []
         for t in range(tokens.shape[1]):
             logits, cache = self.step(tokens[:, t], cache)

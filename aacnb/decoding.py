@@ -16,16 +16,6 @@ from .captioning import Captioner
 __all__ = ['as_models', 'Stepper', 'strip', 'greedy_decode', 'sample_decode', 'beam_search', 'beam_search_reference']
 
 # %% ../nbs/31_decoding.ipynb #247e08ae
-def _select(x, index: torch.Tensor):
-    "Index dim 0 of every tensor inside nested lists/tuples/dicts; other values pass through."
-    if isinstance(x, torch.Tensor):
-        return x.index_select(0, index)
-    if isinstance(x, (list, tuple)):
-        return type(x)(_select(v, index) for v in x)
-    if isinstance(x, dict):
-        return {k: _select(v, index) for k, v in x.items()}
-    return x
-
 def as_models(model_or_models) -> list[Captioner]:
     models = list(model_or_models) if isinstance(model_or_models, (list, tuple)) else [model_or_models]
     if not models:
@@ -36,7 +26,7 @@ def as_models(model_or_models) -> list[Captioner]:
     return models
 
 class Stepper:
-    "Encodes clips with each model once; `step(tokens)` -> mean log-probs (N, V); `reorder(index)` moves hypotheses."
+    "Encodes clips with each model once; `step(tokens)` -> mean log-probs (N, V) of N = B*G hypotheses; `reorder(index)` moves them."
     def __init__(self, models: Sequence[Captioner], features: torch.Tensor, lengths: torch.Tensor | None = None,
                  recompute: bool = False):
         self.models, self.recompute = list(models), recompute
@@ -44,17 +34,8 @@ class Stepper:
         self.caches = None if recompute else [m.init_cache(mem) for m, mem in zip(self.models, self.memories)]
         self.prefix = None
 
-    def expand(self, index: torch.Tensor) -> None:
-        "Select (and repeat) whole clips: every piece of every cache follows `index`."
-        if self.recompute:
-            self.memories = [_select(mem, index) for mem in self.memories]
-        else:
-            self.caches = [_select(c, index) for c in self.caches]
-        if self.prefix is not None:
-            self.prefix = self.prefix.index_select(0, index)
-
     def reorder(self, index: torch.Tensor) -> None:
-        "Beams were re-chosen within each clip: move only the per-hypothesis state."
+        "Keep hypotheses `index`, each within its own clip (clip-major rows; their number per clip may change)."
         if self.recompute:
             self.prefix = self.prefix.index_select(0, index)
             return
@@ -159,7 +140,7 @@ def beam_search(model_or_models, features: torch.Tensor, lengths: torch.Tensor |
         stepper = Stepper(models, features, lengths)
         logp = stepper.step(torch.full((B,), c.bos_id, dtype=torch.long, device=dev)).to(sdt)   # (B, V)
         scores, tok = logp.topk(K, dim=1)                                             # (B, K)
-        stepper.expand(torch.arange(B, device=dev).repeat_interleave(K))            # now (B*K) hypotheses
+        stepper.reorder(torch.arange(B, device=dev).repeat_interleave(K))           # now (B*K) hypotheses
         seqs, done = tok[..., None], tok == c.eos_id                                  # (B, K, 1), (B, K)
         tokens = tok.view(-1)
         base = (torch.arange(B, device=dev) * K)[:, None]                             # (B, 1)
@@ -219,8 +200,7 @@ def beam_search_reference(model_or_models, features: torch.Tensor, lengths: torc
                 cands.sort(key=lambda x: -x[0])
                 chosen = cands[:beam_size]
                 hyps = [(s, hyps[j][1] + [t], hyps[j][2] or t == c.eos_id) for s, j, t in chosen]
-                # the hypotheses all belong to this clip, but their number grows from 1 to K: move everything
-                stepper.expand(torch.tensor([j for _, j, _ in chosen], device=features.device))
+                stepper.reorder(torch.tensor([j for _, j, _ in chosen], device=features.device))   # 1 -> K rows at first
                 if all(h[2] for h in hyps):
                     break
             def final(h):
