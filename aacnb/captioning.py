@@ -97,9 +97,11 @@ class BiGRUEncoder(nn.Module):
         lengths = torch.as_tensor(lengths).to("cpu", torch.long)
         if int(lengths.min()) < 1 or int(lengths.max()) > T:
             raise ValueError(f"feature_lengths must lie in [1, {T}], got {lengths.tolist()}")
-        packed = pack_padded_sequence(features, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.gru(packed)
-        frames, _ = pad_packed_sequence(out, batch_first=True, total_length=T)   # (B, T, 2H)
+        if int(lengths.min()) == T:         # no padding: no packing (which sorts, copies and splits the batch)
+            frames, _ = self.gru(features)
+        else:                               # packed, so the backward direction starts at each clip's own end
+            packed = pack_padded_sequence(features, lengths, batch_first=True, enforce_sorted=False)
+            frames, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=T)   # (B, T, 2H)
         mask = length_mask(lengths, T).to(features.device)                         # (B, T)
         return {"frames": frames, "clip": masked_mean(frames, mask), "mask": mask}
 
@@ -152,23 +154,41 @@ class TransformerDecoderLayer(nn.Module):
         a = self.cross_attn
         return a.split(a.k(memory)).contiguous(), a.split(a.v(memory)).contiguous()
 
-    def forward(self, x, mem_kv, mem_mask, self_kv=None, is_causal=True):
-        """x (N, L, C) for N = B*G hypotheses, G consecutive rows per clip of the audio's B (G = 1 in training).
-        Without `self_kv` attends causally within x; with it, x is one new position and self_kv the cache."""
-        sa, step = self.self_attn, self_kv is not None
-        if not step:
-            k, v = sa.split(sa.k(x)), sa.split(sa.v(x))
-            h = sa.attend(x, k, v, is_causal=is_causal)
-        else:
-            k = torch.cat([self_kv[0], sa.split(sa.k(x))], dim=2)              # (N, h, t+1, C/h)
-            v = torch.cat([self_kv[1], sa.split(sa.v(x))], dim=2)
-            h = sa.attend(x, k, v, fused=False)
-        x = self.norm1(x + self.drop(h))
+    def forward(self, x, mem_kv, mem_mask, is_causal=True):
+        "All positions at once: x (N, L, C), N = B*G rows, G consecutive rows per clip of the audio's B (G = 1 in training)."
+        sa = self.self_attn
+        h = sa.attend(x, sa.split(sa.k(x)), sa.split(sa.v(x)), is_causal=is_causal)
+        return self._cross_and_feed_forward(self.norm1(x + self.drop(h)), mem_kv, mem_mask, fused=True)
+
+    def step(self, x, mem_kv, mem_mask, store, n, seen):
+        """One new position per hypothesis: x (B*G, 1, C). `store`: this layer's keys and values (B, h, >= n, C/h)
+        of the n positions decoded so far per clip (None at first); `seen` (B, 1, G, n+G) or None: which of them
+        each hypothesis may attend to. -> (x, store with the G new positions written after the n)."""
+        sa, B, C = self.self_attn, mem_kv[0].shape[0], x.shape[-1]
+        new = [sa.split(proj(x).view(B, -1, C)) for proj in (sa.k, sa.v)]        # 2 x (B, h, G, C/h)
+        store = [_append(old, kv, n) for old, kv in zip(store or (None, None), new)]
+        m = n + new[0].shape[2]
+        h = sa.attend(x.view(B, -1, C), store[0][:, :, :m], store[1][:, :, :m], mask=seen, fused=False)
+        return self._cross_and_feed_forward(self.norm1(x + self.drop(h.view_as(x))), mem_kv, mem_mask, fused=False), store
+
+    def _cross_and_feed_forward(self, x, mem_kv, mem_mask, fused):
         # the G hypotheses of a clip query its frames together: (N, L, C) -> (B, G*L, C); no copy of the audio
         q = x.reshape(mem_kv[0].shape[0], -1, x.shape[-1])
-        x = self.norm2(x + self.drop(self.cross_attn.attend(q, *mem_kv, mask=mem_mask, fused=not step).view_as(x)))
-        x = self.norm3(x + self.drop(self.linear2(self.drop(F.relu(self.linear1(x))))))
-        return x, (k, v)
+        x = self.norm2(x + self.drop(self.cross_attn.attend(q, *mem_kv, mask=mem_mask, fused=fused).view_as(x)))
+        return self.norm3(x + self.drop(self.linear2(self.drop(F.relu(self.linear1(x))))))
+
+def _append(store: torch.Tensor | None, new: torch.Tensor, n: int) -> torch.Tensor:
+    "`store` (B, h, capacity, c) with `new` (B, h, G, c) at positions n..n+G: written in place unless autograd records."
+    G = new.shape[2]
+    if torch.is_grad_enabled():                           # a graph may hold the old store: build a new one
+        return new if store is None else torch.cat([store[:, :, :n], new], 2)
+    if store is None or store.shape[2] < n + G:           # grow by doubling: O(1) amortised copies per step
+        grown = new.new_empty(*new.shape[:2], max(2 * n, n + G, 8 * G), new.shape[3])
+        if store is not None:
+            grown[:, :, :n] = store[:, :, :n]
+        store = grown
+    store[:, :, n:n + G] = new
+    return store
 
 class TransformerDecoder(nn.Module):
     "Word embeddings x sqrt(d) + sinusoids -> N decoder layers over projected audio frames -> untied classifier."
@@ -200,34 +220,43 @@ class TransformerDecoder(nn.Module):
         return {"mem_kv": [layer.memory_kv(mem) for layer in self.layers],
                 # (B, 1, 1, T); None when no clip is padded, which lets attention take its fast path
                 "mem_mask": None if bool(memory["mask"].all()) else memory["mask"][:, None, None, :],
-                "self_kv": [None] * len(self.layers), "t": 0}
+                # decoding state: per-layer key/value stores, n positions each per clip, who sees which, time step
+                "self_kv": [None] * len(self.layers), "n": 0, "seen": None, "t": 0}
 
     def forward(self, tokens: torch.Tensor, memory: dict) -> torch.Tensor:
         "Teacher-forced: tokens (B*G, L) -> logits (B*G, L, V), G rows per clip; position i sees tokens <= i only."
         cache = self.init_cache(memory)
         x = self.embed(tokens)
         for layer, kv in zip(self.layers, cache["mem_kv"]):
-            x, _ = layer(x, kv, cache["mem_mask"])
+            x = layer(x, kv, cache["mem_mask"])
         return self.classifier(x)
 
     def step(self, tokens: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
-        "One position: tokens (B*G,) -> logits (B*G, V), G hypotheses per clip, with the cache extended by that position."
+        """One position: tokens (B*G,) -> logits (B*G, V), G hypotheses per clip in consecutive rows, and the cache
+        extended by that position. Without autograd the key/value stores are written in place: step a cache once."""
+        B, N, n, seen = cache["mem_kv"][0][0].shape[0], tokens.shape[0], cache["n"], cache["seen"]
+        if N % B:
+            raise ValueError(f"{N} hypotheses for {B} clips: each clip needs the same number, in consecutive rows")
+        G = N // B
+        if seen is None and G > 1:          # one hypothesis per clip so far saw everything; rows grow by reorder
+            seen = tokens.new_ones(N, n, dtype=torch.bool)
+        if seen is not None:                # each hypothesis also sees its own new position
+            seen = torch.cat([seen, torch.eye(G, dtype=torch.bool, device=tokens.device).repeat(B, 1)], 1)
+        mask = None if seen is None else seen.view(B, 1, G, n + G)
         x = self.embed(tokens[:, None], start=cache["t"])                       # (B*G, 1, C)
-        new_kv = []
-        for layer, mkv, skv in zip(self.layers, cache["mem_kv"], cache["self_kv"]):
-            x, kv = layer(x, mkv, cache["mem_mask"], self_kv=skv if skv is not None else _empty_kv(x, layer))
-            new_kv.append(kv)
-        return self.classifier(x[:, 0]), {**cache, "self_kv": new_kv, "t": cache["t"] + 1}
+        stores = []
+        for layer, mkv, store in zip(self.layers, cache["mem_kv"], cache["self_kv"]):
+            x, store = layer.step(x, mkv, cache["mem_mask"], store, n, mask)
+            stores.append(store)
+        return self.classifier(x[:, 0]), {**cache, "self_kv": stores, "n": n + G, "seen": seen, "t": cache["t"] + 1}
 
     def reorder_cache(self, cache: dict, index: torch.Tensor) -> dict:
-        "Keep the hypotheses (rows) `index` of the per-hypothesis state: the self-attention keys and values."
-        return {**cache, "self_kv": [None if kv is None else tuple(x.index_select(0, index) for x in kv)
-                                     for kv in cache["self_kv"]]}
-
-def _empty_kv(x: torch.Tensor, layer: TransformerDecoderLayer):
-    h = layer.self_attn.nhead
-    e = x.new_zeros(x.shape[0], h, 0, x.shape[-1] // h)
-    return e, e
+        """Keep hypotheses `index` (each within its clip): only who-sees-what moves; the stored keys and values
+        stay where they were written (beam search's reorders copy no keys or values)."""
+        seen = cache["seen"]
+        if seen is None:                    # one hypothesis per clip so far: it saw all n positions of its clip
+            seen = torch.ones(cache["mem_kv"][0][0].shape[0], cache["n"], dtype=torch.bool, device=index.device)
+        return {**cache, "seen": seen.index_select(0, index)}
 
 # %% ../nbs/30_captioning.ipynb #59821976
 class GRUDecoder(nn.Module):

@@ -102,18 +102,20 @@ def test_cached_steps_equal_parallel_forward(decoder):
 @pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("grad", [True, False])
 def test_long_cached_decoding_with_reordering(decoder, grad):
-    # Three hypotheses about one clip, as in beam search, decoded for 24 positions, with gradients (SCST
-    # sampling: the logits stay differentiable) and without (decoding). Mid-caption the hypotheses change places.
+    # Three hypotheses about each of two clips, as in beam search (a clip's hypotheses in consecutive rows, its
+    # audio stored once), decoded for 24 positions, with gradients (SCST sampling: the logits stay differentiable)
+    # and without (decoding: keys and values written in place). Mid-caption the hypotheses of each clip change
+    # places, one is dropped and another duplicated; each must go on exactly as if decoded alone.
     m = build_captioner(decoder, **TINY).eval()
     g = torch.Generator().manual_seed(1)
-    feats = torch.randn(1, 7, TINY["feature_dim"], generator=g).expand(3, -1, -1)
-    tokens = torch.randint(4, TINY["vocab_size"], (3, 25), generator=g)
+    feats = torch.randn(2, 7, TINY["feature_dim"], generator=g)
+    tokens = torch.randint(4, TINY["vocab_size"], (6, 25), generator=g)
     tokens[:, 0] = 1
-    ref = m({"features": feats, "tokens": tokens})["logits"].detach()      # (3, 24, V)
-    perm = torch.tensor([2, 0, 1])
+    ref = m({"features": feats.repeat_interleave(3, 0), "tokens": tokens})["logits"].detach()   # (6, 24, V)
+    perm = torch.tensor([2, 0, 2, 4, 5, 3])
     with torch.set_grad_enabled(grad):
         cache = m.init_cache(m.encode(feats))
-        steps, rows = [], torch.arange(3)
+        steps, rows = [], torch.arange(6)
         for t in range(24):
             if t == 10:
                 cache, rows = m.reorder_cache(cache, perm), rows[perm]
