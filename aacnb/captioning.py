@@ -18,8 +18,8 @@ from .core import Config
 
 # %% auto #0
 __all__ = ['CaptionConfig', 'length_mask', 'masked_mean', 'BiGRUEncoder', 'sinusoid_table', 'MultiHeadAttention',
-           'TransformerDecoderLayer', 'TransformerDecoder', 'GRUDecoder', 'Captioner', 'build_captioner',
-           'count_parameters', 'encode_captions', 'CaptionCollator']
+           'TransformerDecoderLayer', 'hypotheses_per_clip', 'hypothesis_rows', 'TransformerDecoder', 'GRUDecoder',
+           'Captioner', 'build_captioner', 'count_parameters', 'encode_captions', 'CaptionCollator']
 
 # %% ../nbs/30_captioning.ipynb #f3609334
 @dataclasses.dataclass
@@ -177,6 +177,16 @@ class TransformerDecoderLayer(nn.Module):
         x = self.norm2(x + self.drop(self.cross_attn.attend(q, *mem_kv, mask=mem_mask, fused=fused).view_as(x)))
         return self.norm3(x + self.drop(self.linear2(self.drop(F.relu(self.linear1(x))))))
 
+def hypotheses_per_clip(N: int, B: int) -> int:
+    "Decoding state holds N hypotheses about B clips, G = N / B consecutive rows per clip."
+    if N % B:
+        raise ValueError(f"{N} hypotheses for {B} clips: each clip needs the same number, in consecutive rows")
+    return N // B
+
+def hypothesis_rows(clips: torch.Tensor, G: int) -> torch.Tensor:
+    "The rows of clips `clips` among B*G hypotheses, G consecutive rows per clip."
+    return (clips[:, None] * G + torch.arange(G, device=clips.device)).view(-1)
+
 def _append(store: torch.Tensor | None, new: torch.Tensor, n: int) -> torch.Tensor:
     "`store` (B, h, capacity, c) with `new` (B, h, G, c) at positions n..n+G: written in place unless autograd records."
     G = new.shape[2]
@@ -235,9 +245,7 @@ class TransformerDecoder(nn.Module):
         """One position: tokens (B*G,) -> logits (B*G, V), G hypotheses per clip in consecutive rows, and the cache
         extended by that position. Without autograd the key/value stores are written in place: step a cache once."""
         B, N, n, seen = cache["mem_kv"][0][0].shape[0], tokens.shape[0], cache["n"], cache["seen"]
-        if N % B:
-            raise ValueError(f"{N} hypotheses for {B} clips: each clip needs the same number, in consecutive rows")
-        G = N // B
+        G = hypotheses_per_clip(N, B)
         if seen is None and G > 1:          # one hypothesis per clip so far saw everything; rows grow by reorder
             seen = tokens.new_ones(N, n, dtype=torch.bool)
         if seen is not None:                # each hypothesis also sees its own new position
@@ -257,6 +265,16 @@ class TransformerDecoder(nn.Module):
         if seen is None:                    # one hypothesis per clip so far: it saw all n positions of its clip
             seen = torch.ones(cache["mem_kv"][0][0].shape[0], cache["n"], dtype=torch.bool, device=index.device)
         return {**cache, "seen": seen.index_select(0, index)}
+
+    def keep_clips(self, cache: dict, clips: torch.Tensor) -> dict:
+        "Keep clips `clips` (indices among the B) with their hypotheses; beam search drops the clips it has finished."
+        B, sel = cache["mem_kv"][0][0].shape[0], (lambda x: x.index_select(0, clips))
+        seen = cache["seen"]
+        if seen is not None:
+            seen = seen.index_select(0, hypothesis_rows(clips, seen.shape[0] // B))
+        return {**cache, "mem_kv": [tuple(map(sel, kv)) for kv in cache["mem_kv"]],
+                "mem_mask": None if cache["mem_mask"] is None else sel(cache["mem_mask"]),
+                "self_kv": [None if s is None else list(map(sel, s)) for s in cache["self_kv"]], "seen": seen}
 
 # %% ../nbs/30_captioning.ipynb #59821976
 class GRUDecoder(nn.Module):
@@ -286,14 +304,14 @@ class GRUDecoder(nn.Module):
     def step(self, tokens: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
         "tokens (B*G,) -> logits (B*G, V), G hypotheses per clip in consecutive rows, and the cache with the new hidden state."
         H, (B, T, M) = self.config.gru_hidden, cache["frames"].shape
-        N = tokens.shape[0]
+        N, G = tokens.shape[0], hypotheses_per_clip(tokens.shape[0], B)
         h = cache["h"] if cache["h"] is not None else cache["frames"].new_zeros(N, H)
         q = h @ self.h2attn.weight[:, :H].T + self.h2attn.bias                  # (N, A)
-        q = q.view(B, N // B, 1, -1)                                            # (B, G, 1, A)
+        q = q.view(B, G, 1, -1)                                                 # (B, G, 1, A)
         score = torch.tanh(cache["frame_keys"][:, None] + q) @ self.v           # (B, G, T)
         w = score.masked_fill(~cache["mask"][:, None], float("-inf")).softmax(-1)
         ctx = torch.bmm(w, cache["frames"]).view(N, M)                          # (B, G, M) -> (N, M)
-        clip = cache["clip"] if N == B else cache["clip"].repeat_interleave(N // B, 0)
+        clip = cache["clip"] if G == 1 else cache["clip"].repeat_interleave(G, 0)
         x = torch.cat([self.drop(self.word_embedding(tokens)), self.ctx_proj(ctx), clip], dim=-1)
         h = self.cell(x, h)                                                     # (N, H)
         return self.classifier(h), {**cache, "h": h, "t": cache["t"] + 1}
@@ -301,6 +319,13 @@ class GRUDecoder(nn.Module):
     def reorder_cache(self, cache: dict, index: torch.Tensor) -> dict:
         "Keep the hypotheses (rows) `index` of the per-hypothesis state: the hidden state."
         return cache if cache["h"] is None else {**cache, "h": cache["h"].index_select(0, index)}
+
+    def keep_clips(self, cache: dict, clips: torch.Tensor) -> dict:
+        "Keep clips `clips` (indices among the B) with their hypotheses; beam search drops the clips it has finished."
+        B, h = cache["frames"].shape[0], cache["h"]
+        if h is not None:
+            h = h.index_select(0, hypothesis_rows(clips, h.shape[0] // B))
+        return {**cache, **{k: cache[k].index_select(0, clips) for k in ("frames", "mask", "frame_keys", "clip")}, "h": h}
 
     def forward(self, tokens: torch.Tensor, memory: dict) -> torch.Tensor:
         "Teacher-forced: tokens (B*G, L) -> logits (B*G, L, V), G rows per clip, stepping the GRU."
@@ -333,6 +358,10 @@ class Captioner(nn.Module):
     def reorder_cache(self, cache: dict, index: torch.Tensor) -> dict:
         "The cache of hypotheses `index` (beam search): per-hypothesis state moves, per-clip audio state stays."
         return self.decoder.reorder_cache(cache, index)
+
+    def keep_clips(self, cache: dict, clips: torch.Tensor) -> dict:
+        "The cache of clips `clips` only, each with all its hypotheses."
+        return self.decoder.keep_clips(cache, clips)
 
     def logits(self, batch: dict, tokens: torch.Tensor | None = None) -> torch.Tensor:
         "Teacher-forced logits (B, L-1, V) for inputs tokens[:, :-1]."

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .captioning import Captioner
+from .captioning import Captioner, hypothesis_rows
 
 # %% auto #0
 __all__ = ['as_models', 'Stepper', 'strip', 'greedy_decode', 'sample_decode', 'beam_search', 'beam_search_reference']
@@ -28,9 +28,9 @@ def as_models(model_or_models) -> list[Captioner]:
 class Stepper:
     "Encodes clips with each model once; `step(tokens)` -> mean log-probs (N, V) of N = B*G hypotheses; `reorder(index)` moves them."
     def __init__(self, models: Sequence[Captioner], features: torch.Tensor, lengths: torch.Tensor | None = None,
-                 recompute: bool = False):
+                 recompute: bool = False, memories: Sequence[dict] | None = None):
         self.models, self.recompute = list(models), recompute
-        self.memories = [m.encode(features, lengths) for m in self.models]
+        self.memories = _memories(self.models, features, lengths, memories)
         self.caches = None if recompute else [m.init_cache(mem) for m, mem in zip(self.models, self.memories)]
         self.prefix = None
 
@@ -40,6 +40,16 @@ class Stepper:
             self.prefix = self.prefix.index_select(0, index)
             return
         self.caches = [m.reorder_cache(c, index) for m, c in zip(self.models, self.caches)]
+
+    def keep_clips(self, clips: torch.Tensor) -> None:
+        "Go on with clips `clips` (indices among the current ones) only, each with all its hypotheses."
+        if not self.recompute:
+            self.caches = [m.keep_clips(c, clips) for m, c in zip(self.models, self.caches)]
+            return
+        if self.prefix is not None:
+            G = self.prefix.shape[0] // self.memories[0]["frames"].shape[0]
+            self.prefix = self.prefix.index_select(0, hypothesis_rows(clips, G))
+        self.memories = [{k: v.index_select(0, clips) for k, v in mem.items()} for mem in self.memories]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         logps = []
@@ -52,6 +62,18 @@ class Stepper:
                 logits, self.caches[i] = m.step(tokens, self.caches[i])
                 logps.append(_log_softmax(logits))
         return logps[0] if len(logps) == 1 else torch.stack(logps).mean(0)
+
+def _memories(models, features, lengths, memories):
+    "Each model's encoder output for the clips: computed here, or given (one per model, as `Captioner.encode` returns)."
+    if memories is None:
+        return [m.encode(features, lengths) for m in models]
+    memories = [memories] if isinstance(memories, dict) else list(memories)
+    if len(memories) != len(models):
+        raise ValueError(f"{len(memories)} encoder outputs for {len(models)} captioners: give one per model")
+    if any(mem["frames"].shape[0] != features.shape[0] for mem in memories):
+        raise ValueError(f"encoder outputs of {[mem['frames'].shape[0] for mem in memories]} clips "
+                         f"for features of {features.shape[0]}")
+    return memories
 
 def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     if logits.dtype in (torch.float16, torch.bfloat16):
@@ -73,9 +95,9 @@ def strip(seq: Sequence[int], eos_id: int = 2, pad_id: int = 0, bos_id: int = 1)
 def _bos(models, features):
     return torch.full((features.shape[0],), models[0].config.bos_id, dtype=torch.long, device=features.device)
 
-def _run(models, features, lengths, max_len, pick, return_logprobs=False):
+def _run(models, features, lengths, max_len, pick, return_logprobs=False, memories=None):
     c = models[0].config
-    stepper = Stepper(models, features, lengths)
+    stepper = Stepper(models, features, lengths, memories=memories)
     tokens = _bos(models, features)
     done = torch.zeros_like(tokens, dtype=torch.bool)
     seqs, lps = [], []
@@ -94,11 +116,11 @@ def _run(models, features, lengths, max_len, pick, return_logprobs=False):
     return (seqs, torch.stack(lps, 1)) if return_logprobs else seqs
 
 def greedy_decode(model_or_models, features: torch.Tensor, lengths: torch.Tensor | None = None,
-                  max_len: int = 30, return_tensors: bool = False):
+                  max_len: int = 30, return_tensors: bool = False, memories: Sequence[dict] | None = None):
     "Argmax decoding -> list of token-id lists (no bos/eos), or the (B, L) tensor with eos/pad when `return_tensors`."
     models = as_models(model_or_models)
     with torch.no_grad():
-        seqs = _run(models, features, lengths, max_len, lambda lp: lp.argmax(-1))
+        seqs = _run(models, features, lengths, max_len, lambda lp: lp.argmax(-1), memories=memories)
     return seqs if return_tensors else [strip(s, models[0].config.eos_id) for s in seqs.tolist()]
 
 def sample_decode(model_or_models, features: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -122,8 +144,9 @@ def sample_decode(model_or_models, features: torch.Tensor, lengths: torch.Tensor
 # %% ../nbs/31_decoding.ipynb #14db9e80
 def beam_search(model_or_models, features: torch.Tensor, lengths: torch.Tensor | None = None,
                 beam_size: int = 3, max_len: int = 30, length_normalize: bool = False,
-                return_scores: bool = False):
-    "Batched beam search -> list of token-id lists (no bos/eos); `return_scores` adds the best beams' scores."
+                return_scores: bool = False, memories: Sequence[dict] | None = None):
+    """Batched beam search -> list of token-id lists (no bos/eos); `return_scores` adds the best beams' scores.
+    `memories`: the models' `encode` outputs for these clips when already computed (decode them several ways)."""
     models = as_models(model_or_models)
     c = models[0].config
     B, K, V = features.shape[0], beam_size, c.vocab_size
@@ -137,55 +160,68 @@ def beam_search(model_or_models, features: torch.Tensor, lengths: torch.Tensor |
     sdt = torch.float64 if features.dtype == torch.float64 else torch.float32
     with torch.inference_mode():
         # the first word: one row per clip (all K beams would start from the same <bos>)
-        stepper = Stepper(models, features, lengths)
+        stepper = Stepper(models, features, lengths, memories=memories)
         logp = stepper.step(torch.full((B,), c.bos_id, dtype=torch.long, device=dev)).to(sdt)   # (B, V)
         scores, tok = logp.topk(K, dim=1)                                             # (B, K)
         stepper.reorder(torch.arange(B, device=dev).repeat_interleave(K))           # now (B*K) hypotheses
         seqs, done = tok[..., None], tok == c.eos_id                                  # (B, K, 1), (B, K)
         tokens = tok.view(-1)
-        base = (torch.arange(B, device=dev) * K)[:, None]                             # (B, 1)
+        live = torch.arange(B, device=dev)                # the clips still decoded: rows of scores, seqs, done
         pad_only = torch.full((K,), float("-inf"), device=dev, dtype=sdt)             # a finished beam's offer:
         pad_only[0] = 0.0                                                             # <pad> at no cost, once
-        for _ in range(max_len - 1):
-            if bool(done.all()):
-                break
-            logp = stepper.step(tokens).view(B, K, V).to(sdt)                        # (B, K, V)
+        caps, best_scores = [None] * B, [None] * B
+        for step in range(max_len):
+            ended = done.all(1)                                                       # (b,)
+            if step == max_len - 1 or bool(ended.all()):
+                ended = torch.ones_like(ended)
+            if bool(ended.any()):             # a clip whose K beams all ended cannot change: record it and drop it
+                _settle(caps, best_scores, live[ended], scores[ended], seqs[ended], length_normalize, c)
+                keep = (~ended).nonzero()[:, 0]
+                if keep.numel() == 0:
+                    break
+                scores, seqs, done, live = scores[keep], seqs[keep], done[keep], live[keep]
+                tokens = tokens.view(-1, K)[keep].view(-1)
+                stepper.keep_clips(keep)
+            b = live.shape[0]
+            logp = stepper.step(tokens).view(b, K, V).to(sdt)                        # (b, K, V)
             top, words = logp.topk(K, dim=2)          # (B, K, K): the K-best of all K*V lie among these
             if bool(done.any()):
                 top = torch.where(done[..., None], pad_only, top)
                 words = words.masked_fill(done[..., None], c.pad_id)
-            scores, idx = (scores[..., None] + top).view(B, K * K).topk(K, dim=1)     # (B, K)
-            beam, tok = idx // K, words.view(B, K * K).gather(1, idx)
+            scores, idx = (scores[..., None] + top).view(b, K * K).topk(K, dim=1)     # (b, K)
+            beam, tok = idx // K, words.view(b, K * K).gather(1, idx)
             seqs = torch.cat([seqs.gather(1, beam[..., None].expand(-1, -1, seqs.shape[2])), tok[..., None]], 2)
             done = done.gather(1, beam) | (tok == c.eos_id)
-            stepper.reorder((base + beam).view(-1))
+            stepper.reorder((torch.arange(b, device=dev)[:, None] * K + beam).view(-1))
             tokens = tok.view(-1)
-        final = scores
-        if length_normalize:
-            n = (seqs != c.pad_id).sum(-1).clamp_min(1)
-            final = scores / n
-        best = final.argmax(1)                                                        # (B,)
-        out = seqs[torch.arange(B, device=dev), best]
-    caps = [strip(s, c.eos_id, c.pad_id, c.bos_id) for s in out.tolist()]
-    if return_scores:
-        return caps, final[torch.arange(B, device=dev), best].tolist()
-    return caps
+    return (caps, best_scores) if return_scores else caps
+
+def _settle(caps, best_scores, clips, scores, seqs, length_normalize, c):
+    "Write the best beam of each of `clips` (its caption and score) into `caps` and `best_scores`."
+    final = scores / (seqs != c.pad_id).sum(-1).clamp_min(1) if length_normalize else scores       # (n, K)
+    best = final.argmax(1)
+    rows = torch.arange(len(clips), device=scores.device)
+    for i, seq, score in zip(clips.tolist(), seqs[rows, best].tolist(), final[rows, best].tolist()):
+        caps[i], best_scores[i] = strip(seq, c.eos_id, c.pad_id, c.bos_id), score
 
 # %% ../nbs/31_decoding.ipynb #fb080e7e
 def beam_search_reference(model_or_models, features: torch.Tensor, lengths: torch.Tensor | None = None,
                           beam_size: int = 3, max_len: int = 30, length_normalize: bool = False,
-                          recompute: bool = False) -> list[list[int]]:
+                          recompute: bool = False, memories: Sequence[dict] | None = None) -> list[list[int]]:
     "Clip-by-clip beam search with explicit hypothesis lists; same semantics as `beam_search`."
     models = as_models(model_or_models)
     c = models[0].config
     B = features.shape[0]
     if lengths is None:
         lengths = torch.full((B,), features.shape[1], dtype=torch.long)
+    if memories is not None:
+        memories = _memories(models, features, lengths, memories)
     results = []
     with torch.no_grad():
         for i in range(B):
             T = int(lengths[i])
-            stepper = Stepper(models, features[i:i + 1, :T], lengths[i:i + 1], recompute=recompute)
+            one = None if memories is None else [_one_clip(mem, i, T) for mem in memories]
+            stepper = Stepper(models, features[i:i + 1, :T], lengths[i:i + 1], recompute=recompute, memories=one)
             hyps = [(0.0, [], False)]                       # (score, tokens, finished)
             for _ in range(max_len):
                 toks = torch.tensor([h[1][-1] if h[1] else c.bos_id for h in hyps], device=features.device)
@@ -208,3 +244,7 @@ def beam_search_reference(model_or_models, features: torch.Tensor, lengths: torc
             best = max(hyps, key=final)
             results.append(strip(best[1], c.eos_id, c.pad_id, c.bos_id))
     return results
+
+def _one_clip(memory: dict, i: int, T: int) -> dict:
+    "Clip i's part of an encoder output ({'frames' (B, T', M), 'clip' (B, M), 'mask' (B, T')}), cut to its T frames."
+    return {"frames": memory["frames"][i:i + 1, :T], "clip": memory["clip"][i:i + 1], "mask": memory["mask"][i:i + 1, :T]}

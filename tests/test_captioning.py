@@ -263,3 +263,11 @@ def test_caption_cli_with_extractor_and_ensemble(tmp_path, capsys):
                tmp_path / "run" / "train" / "noext.pt")
     assert cli_caption(["--model", str(tmp_path / "run" / "train" / "noext.pt"), *files]) == 2
     assert "--extractor" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_step_needs_the_same_number_of_hypotheses_per_clip(decoder):
+    m = build_captioner(decoder, **TINY).eval()
+    cache = m.init_cache(m.encode(torch.randn(2, 7, TINY["feature_dim"])))
+    with pytest.raises(ValueError, match="5 hypotheses for 2 clips"):
+        m.step(torch.ones(5, dtype=torch.long), cache)

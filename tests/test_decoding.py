@@ -79,6 +79,26 @@ def test_beam_of_one_is_greedy(name):
     assert beam_search(model, f, l, beam_size=1, max_len=12) == greedy_decode(model, f, l, max_len=12)
 
 
+@pytest.mark.parametrize("name", ["transformer", "gru"])
+def test_finished_clips_leave_the_batch(name):
+    # A clip whose beams have all ended is settled and dropped: later steps decode only the clips still running,
+    # and the captions are those of the per-clip reference, which decodes each clip on its own.
+    m = _models()[name]
+    f, l = _inputs()
+    rows, step = [], m.step
+    def counting_step(tokens, cache):
+        rows.append(tokens.shape[0])
+        return step(tokens, cache)
+    m.step = counting_step
+    caps, scores = beam_search(m, f, l, beam_size=3, max_len=12, return_scores=True)
+    assert rows[0] == 10 and rows[1] == 30                  # first word: one row per clip; then 3 beams each
+    assert rows[1:] == sorted(rows[1:], reverse=True) and rows[-1] < 30, rows
+    assert all(r % 3 == 0 for r in rows[1:])
+    assert caps == beam_search_reference(m, f, l, beam_size=3, max_len=12)
+    m.step = step
+    assert beam_search(m, f, l, beam_size=3, max_len=12, return_scores=True) == (caps, scores)
+
+
 def test_beam_search_finds_higher_scores_than_greedy():
     m = _models()["transformer"]
     f, l = _inputs()
