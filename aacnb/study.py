@@ -24,16 +24,16 @@ from .core import (Config, ConfigError, atomic_write, data_root, get_logger, git
                         project_root, provenance, reports_root, save_json)
 
 # %% auto #0
-__all__ = ['PAPER_TABLES', 'PAPER_RETRIEVAL_CONFIGS', 'PAPER_EMBED_DIM', 'PAPER_CAPTIONER_CONFIGS', 'AUDIO_ENCODERS', 'DECODERS',
-           'DATASETS', 'MARKER', 'TABLE_TITLES', 'ProfileError', 'DataSpec', 'RetrievalSystem', 'EnsembleSpec',
-           'RetrievalSpec', 'FeatureExtractorSpec', 'CaptionerSystem', 'CaptioningSpec', 'ParamCountSpec', 'Profile',
-           'profiles_dir', 'load_profile', 'profile_to_dict', 'show_profile', 'Run', 'runs_root', 'experiments_dir',
-           'plan_runs', 'select_runs', 'data_checks', 'weight_checks', 'RunFailed', 'run_status', 'execute_run',
-           'run_pipeline', 'save_run_result', 'load_run_result', 'count_params', 'train_config', 'read_records',
-           'read_records_splits', 'audio_encoder_of', 'set_threads', 'retrieval_eval', 'retrieval_scores',
-           'caption_batches', 'caption_eval', 'caption_scores', 'table1', 'table2', 'chance_t2a',
-           'random_caption_scores', 'table3', 'table4', 'table_markdown', 'write_tables', 'make_figures',
-           'write_report', 'runs_markdown', 'results_markdown', 'cli_reproduce']
+__all__ = ['PAPER_TABLES', 'PAPER_EMBED_DIM', 'PAPER_CAPTIONER_CONFIGS', 'AUDIO_ENCODERS', 'DECODERS', 'DATASETS', 'MARKER',
+           'TABLE_TITLES', 'ProfileError', 'DataSpec', 'RetrievalSystem', 'EnsembleSpec', 'RetrievalSpec',
+           'FeatureExtractorSpec', 'CaptionerSystem', 'CaptioningSpec', 'ParamCountSpec', 'Profile', 'profiles_dir',
+           'load_profile', 'profile_to_dict', 'show_profile', 'Run', 'runs_root', 'experiments_dir', 'plan_runs',
+           'select_runs', 'data_checks', 'weight_checks', 'RunFailed', 'run_status', 'execute_run', 'run_pipeline',
+           'save_run_result', 'load_run_result', 'count_params', 'train_config', 'read_records', 'read_records_splits',
+           'audio_encoder_of', 'set_threads', 'retrieval_eval', 'retrieval_scores', 'caption_batches', 'caption_eval',
+           'caption_scores', 'table1', 'table2', 'chance_t2a', 'random_caption_scores', 'table3', 'table4',
+           'table_markdown', 'write_tables', 'make_figures', 'write_report', 'runs_markdown', 'results_markdown',
+           'cli_reproduce']
 
 # %% ../nbs/40_study.ipynb #4430ad66
 _T3_COLS = ("bleu_4", "rouge_l", "meteor", "cider_d", "spice", "spider")  # B@4, R, M, C, S, SD
@@ -64,11 +64,8 @@ PAPER_TABLES: dict[str, Any] = {
                "Ensemble": dict(r1=18.8, r5=44.7, r10=58.7, map10=29.9)},
 }
 
-# The paper's architectures, built without weights to count their parameters (Tables 1 and 2)
-PAPER_RETRIEVAL_CONFIGS = [  # (label, audio, text)
-    ("WLCNN14 + BERT-base", "wlcnn14", "bert-base"), ("CNN14 + BERT-medium", "cnn14", "bert-medium"),
-    ("CNN14 + BERT-base", "cnn14", "bert-base"), ("CNN14 + RoBERTa-base", "cnn14", "roberta-base"),
-    ("AST + BERT-base", "ast", "bert-base")]
+# The paper's architectures, built without weights to count their parameters (Table 1 here; Table 2's five
+# retrieval systems are `aacnb.retrieval.TABLE2_SYSTEMS`)
 PAPER_EMBED_DIM = 1024  # the shared embedding size is not stated in the report; assumed for the counts
 PAPER_CAPTIONER_CONFIGS = [  # (label, decoder, num_layers)
     ("two-layer Transformer", "transformer", 2), ("four-layer Transformer", "transformer", 4),
@@ -788,7 +785,8 @@ def table2(p: Profile) -> list[dict]:
     pcr = _result(p, "param_counts")
     pc = (pcr or {}).get("metrics", {}).get("retrieval", {})
     rows = []
-    for label, audio, text in PAPER_RETRIEVAL_CONFIGS:
+    from aacnb.retrieval import TABLE2_SYSTEMS   # imported here: retrieval pulls in transformers
+    for label, audio, text, _ in TABLE2_SYSTEMS:
         ours = [s for s in p.retrieval.systems if s.paper == label]
         res = _result(p, f"ret_{ours[0].name}_finetune") if ours else None
         rows.append(dict(model=label, enc_a=audio, enc_t=text, params_m_paper=PAPER_TABLES["table2"][label],

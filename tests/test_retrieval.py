@@ -179,7 +179,7 @@ def test_text_encoders_from_config_and_missing_weights():
 
 def test_table2_parameter_counts_within_2_percent():
     rows = table2_parameter_counts()
-    assert [(r["audio"], r["text"]) for r in rows] == [(a, t) for a, t, _ in TABLE2_SYSTEMS]
+    assert [(r["label"], r["audio"], r["text"]) for r in rows] == [(n, a, t) for n, a, t, _ in TABLE2_SYSTEMS]
     assert [r["report_m"] for r in rows] == [192, 124, 192, 207, 196]
     for r in rows:
         assert abs(r["params_m"] / r["report_m"] - 1) < 0.02, r
