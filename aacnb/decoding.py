@@ -171,9 +171,7 @@ def beam_search(model_or_models, features: torch.Tensor, lengths: torch.Tensor |
         pad_only[0] = 0.0                                                             # <pad> at no cost, once
         caps, best_scores = [None] * B, [None] * B
         for step in range(max_len):
-            ended = done.all(1)                                                       # (b,)
-            if step == max_len - 1 or bool(ended.all()):
-                ended = torch.ones_like(ended)
+            ended = done.all(1) if step < max_len - 1 else torch.ones_like(done[:, 0])   # (b,): after max_len, all
             if bool(ended.any()):             # a clip whose K beams all ended cannot change: record it and drop it
                 _settle(caps, best_scores, live[ended], scores[ended], seqs[ended], length_normalize, c)
                 keep = (~ended).nonzero()[:, 0]
@@ -184,7 +182,7 @@ def beam_search(model_or_models, features: torch.Tensor, lengths: torch.Tensor |
                 stepper.keep_clips(keep)
             b = live.shape[0]
             logp = stepper.step(tokens).view(b, K, V).to(sdt)                        # (b, K, V)
-            top, words = logp.topk(K, dim=2)          # (B, K, K): the K-best of all K*V lie among these
+            top, words = logp.topk(K, dim=2)          # (b, K, K): the K-best of all K*V lie among these
             if bool(done.any()):
                 top = torch.where(done[..., None], pad_only, top)
                 words = words.masked_fill(done[..., None], c.pad_id)
