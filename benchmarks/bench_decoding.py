@@ -68,10 +68,10 @@ def main(argv=None):
     if not a.skip_recompute:
         methods["beam per-clip, recompute prefix (authors)"] = (
             "beam", R, lambda e: beam_search_reference(m, feats[:R], lens[:R], K, S, recompute=True,
-                                                       memories=e and mem_r))
+                                                       memories=None if e is None else mem_r))
         methods["greedy per-clip, recompute prefix (authors)"] = (
             "greedy", R, lambda e: beam_search_reference(m, feats[:R], lens[:R], 1, S, recompute=True,
-                                                         memories=e and mem_r))
+                                                         memories=None if e is None else mem_r))
     encoders = {"encoder batched": lambda: m.encode(feats, lens),
                 "encoder per-clip": lambda: [m.encode(feats[i:i + 1], lens[i:i + 1]) for i in range(B)]}
     runs = {(name, part): (lambda fn=fn, e=e: fn(e)) for name, (_, _, fn) in methods.items()
