@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .captioning import Captioner, hypothesis_rows
+from .captioning import Captioner
 
 # %% auto #0
 __all__ = ['as_models', 'Stepper', 'strip', 'greedy_decode', 'sample_decode', 'beam_search', 'beam_search_reference']
@@ -43,13 +43,9 @@ class Stepper:
 
     def keep_clips(self, clips: torch.Tensor) -> None:
         "Go on with clips `clips` (indices among the current ones) only, each with all its hypotheses."
-        if not self.recompute:
-            self.caches = [m.keep_clips(c, clips) for m, c in zip(self.models, self.caches)]
-            return
-        if self.prefix is not None:
-            G = self.prefix.shape[0] // self.memories[0]["frames"].shape[0]
-            self.prefix = self.prefix.index_select(0, hypothesis_rows(clips, G))
-        self.memories = [{k: v.index_select(0, clips) for k, v in mem.items()} for mem in self.memories]
+        if self.recompute:
+            raise NotImplementedError("keep_clips is for cached decoding; the recomputing reference decodes one clip")
+        self.caches = [m.keep_clips(c, clips) for m, c in zip(self.models, self.caches)]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         logps = []
