@@ -88,17 +88,18 @@ def strip(seq: Sequence[int], eos_id: int = 2, pad_id: int = 0, bos_id: int = 1)
     return out
 
 # %% ../nbs/31_decoding.ipynb #3451cffa
-def _bos(models, features):
-    return torch.full((features.shape[0],), models[0].config.bos_id, dtype=torch.long, device=features.device)
+def _bos(models, features, per_clip=1):
+    return torch.full((features.shape[0] * per_clip,), models[0].config.bos_id, dtype=torch.long, device=features.device)
 
-def _run(models, features, lengths, max_len, pick, return_logprobs=False, memories=None):
+def _run(models, features, lengths, max_len, pick, return_logprobs=False, memories=None, per_clip=1):
+    "Decode `per_clip` captions of each clip (consecutive rows) over one encoding of it, token by token with `pick`."
     c = models[0].config
     stepper = Stepper(models, features, lengths, memories=memories)
-    tokens = _bos(models, features)
+    tokens = _bos(models, features, per_clip)
     done = torch.zeros_like(tokens, dtype=torch.bool)
     seqs, lps = [], []
     for _ in range(max_len):
-        logp = stepper.step(tokens)                                       # (B, V)
+        logp = stepper.step(tokens)                                       # (B * per_clip, V)
         tok = pick(logp)
         tok = torch.where(done, torch.full_like(tok, c.pad_id), tok)
         if return_logprobs:
@@ -108,7 +109,7 @@ def _run(models, features, lengths, max_len, pick, return_logprobs=False, memori
         tokens = tok
         if bool(done.all()):
             break
-    seqs = torch.stack(seqs, 1)                                           # (B, L)
+    seqs = torch.stack(seqs, 1)                                           # (B * per_clip, L)
     return (seqs, torch.stack(lps, 1)) if return_logprobs else seqs
 
 def greedy_decode(model_or_models, features: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -121,10 +122,13 @@ def greedy_decode(model_or_models, features: torch.Tensor, lengths: torch.Tensor
 
 def sample_decode(model_or_models, features: torch.Tensor, lengths: torch.Tensor | None = None,
                   max_len: int = 30, temperature: float = 1.0, generator: torch.Generator | None = None,
-                  return_logprobs: bool = False):
-    "Multinomial sampling at `temperature`; with `return_logprobs` -> (tokens (B, L), log-probs (B, L)) keeping grads."
+                  return_logprobs: bool = False, num_samples: int = 1):
+    """Multinomial sampling at `temperature`; with `return_logprobs` -> (tokens (B*S, L), log-probs (B*S, L)) keeping
+    grads. `num_samples` S captions per clip, clip-major (clip i's at rows i*S .. i*S+S-1), all over one encoding."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}; use greedy_decode for argmax")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     models = as_models(model_or_models)
     def pick(lp):
         probs = F.softmax(lp.detach() / temperature, dim=-1)
@@ -132,9 +136,9 @@ def sample_decode(model_or_models, features: torch.Tensor, lengths: torch.Tensor
     if return_logprobs:
         if temperature != 1.0:
             raise ValueError("log-probs for SCST are those of the model (temperature 1)")
-        return _run(models, features, lengths, max_len, pick, return_logprobs=True)
+        return _run(models, features, lengths, max_len, pick, return_logprobs=True, per_clip=num_samples)
     with torch.no_grad():
-        seqs = _run(models, features, lengths, max_len, pick)
+        seqs = _run(models, features, lengths, max_len, pick, per_clip=num_samples)
     return [strip(s, models[0].config.eos_id) for s in seqs.tolist()]
 
 # %% ../nbs/31_decoding.ipynb #14db9e80

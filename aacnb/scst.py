@@ -74,10 +74,9 @@ class SCSTCaptioner(nn.Module):
             m.train(was_training)
             r_greedy = self.rewards(greedy, refs)                                  # (B,)
             out["greedy_reward"] = float(r_greedy.mean())
-        if S > 1:
-            feats = feats.repeat_interleave(S, 0)
-            lens = None if lens is None else lens.repeat_interleave(S, 0)
-        tokens, logps = sample_decode(m, feats, lens, self.max_len, return_logprobs=True)   # (B*S, L) each
+        # a clip's S samples are S rows over one encoding of it (one encoder dropout mask per clip, shared by its
+        # samples): the encoder runs, and is back-propagated through, once per clip rather than S times
+        tokens, logps = sample_decode(m, feats, lens, self.max_len, return_logprobs=True, num_samples=S)   # (B*S, L)
         r_sample = self.rewards(tokens, [r for r in refs for _ in range(S)])                 # (B*S,)
         if self.baseline == "greedy":
             base = np.repeat(r_greedy, S)

@@ -173,6 +173,26 @@ def test_sampling_is_reproducible_and_returns_log_probs():
         sample_decode(m, f, l, temperature=0)
 
 
+@pytest.mark.parametrize("name", ["transformer", "gru"])
+def test_several_samples_per_clip_share_one_encoding(name):
+    # S samples of a clip are S rows over one encoding: the same draws and log-probs as sampling S copies of it
+    m = _models()[name]
+    f, l = _inputs(B=4)
+    S, seen = 3, []
+    m.encoder.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+    toks, lps = sample_decode(m, f, l, max_len=8, return_logprobs=True, num_samples=S,
+                              generator=torch.Generator().manual_seed(5))
+    assert seen == [4] and toks.shape[0] == 4 * S
+    toks_r, lps_r = sample_decode(m, f.repeat_interleave(S, 0), l.repeat_interleave(S, 0), max_len=8,
+                                  return_logprobs=True, generator=torch.Generator().manual_seed(5))
+    assert seen == [4, 4 * S]
+    assert torch.equal(toks, toks_r) and torch.allclose(lps, lps_r, atol=1e-5)
+    lps.sum().backward()                                   # one backward through the one encoding
+    assert m.encoder.gru.weight_ih_l0.grad is not None
+    with pytest.raises(ValueError, match="num_samples"):
+        sample_decode(m, f, l, num_samples=0)
+
+
 def test_errors():
     ms = _models()
     f, l = _inputs(B=2)

@@ -67,6 +67,19 @@ def test_mean_of_other_samples_baseline():
         SCSTCaptioner(model, vocab, references_corpus=refs, num_samples=2, baseline="beam")
 
 
+def test_samples_of_a_clip_share_one_encoding():
+    feats, lens, refs = tiny_problem()
+    vocab = Vocabulary.build([r for rs in refs for r in rs])
+    model = build_captioner("gru", vocab_size=len(vocab), **SMALL)
+    clips_encoded = []
+    model.encoder.register_forward_hook(lambda mod, args, out: clips_encoded.append(args[0].shape[0]))
+    scst = SCSTCaptioner(model, vocab, references_corpus=refs, max_len=6, num_samples=5)
+    model.train()
+    out = scst.training_step({"features": feats, "feature_lengths": lens, "captions": refs})
+    out["loss"].backward()
+    assert clips_encoded == [len(refs), len(refs)]     # the greedy baseline's (eval) and the samples' (train)
+
+
 def test_advantage_sign_and_masking():
     feats, lens, refs = tiny_problem()
     vocab = Vocabulary.build([r for rs in refs for r in rs])
