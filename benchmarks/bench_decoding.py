@@ -13,7 +13,9 @@ The <eos> logit is pinned low so every method runs exactly `--steps` steps. Each
 beam search alone, from encoder outputs computed once beforehand (`memories=`), and captioning end to end,
 where each method also runs the BiGRU encoder on its clips (batched, or clip by clip). Times are the best of
 `--repeats` interleaved rounds (the CPU is shared); the slow recompute reference is timed on `--ref-clips`
-clips and reported per clip.
+clips and reported per clip. A clip-by-clip search's operations are small, so more threads may slow it
+rather than help: each per-clip method is timed with one thread and with `--threads`, and keeps its faster
+(the `thr` column); the batched methods run with `--threads`.
 """
 from __future__ import annotations
 
@@ -77,14 +79,20 @@ def main(argv=None):
     runs = {(name, part): (lambda fn=fn, e=e: fn(e)) for name, (_, _, fn) in methods.items()
             for part, e in (("search", mem), ("end to end", None))}
     runs.update({(name, "encoder"): fn for name, fn in encoders.items()})
-    best, outs = {k: float("inf") for k in runs}, {}
+    ref_threads = [a.threads] if dev.type == "cuda" else sorted({1, a.threads})
+    best, thr, outs = {k: float("inf") for k in runs}, {}, {}
     with torch.inference_mode():
         beam_search(m, feats[:2], lens[:2], K, S)              # warm-up
         for _ in range(a.repeats):                              # interleaved: a busy spell hits all methods alike
             for key, fn in runs.items():
-                sync(); t = time.perf_counter()
-                outs[key] = fn()
-                sync(); best[key] = min(best[key], time.perf_counter() - t)
+                for threads in ([a.threads] if "batched" in key[0] else ref_threads):
+                    torch.set_num_threads(threads)
+                    sync(); t = time.perf_counter()
+                    outs[key] = fn()
+                    sync(); t = time.perf_counter() - t
+                    if t < best[key]:
+                        best[key], thr[key] = t, threads
+    torch.set_num_threads(a.threads)
     for part in ("search", "end to end"):
         out_b = outs[("beam batched (ours)", part)]
         assert out_b == outs[("beam per-clip, cached", part)], f"batched and per-clip beam search disagree ({part})"
@@ -94,17 +102,17 @@ def main(argv=None):
             assert outs[("beam per-clip, recompute prefix (authors)", part)] == out_b[:R], "recomputing reference disagrees"
     assert outs[("beam batched (ours)", "search")] == outs[("beam batched (ours)", "end to end")]
     rate = {k: (methods[k[0]][1] if k[0] in methods else B) / t for k, t in best.items()}   # clips per second
-    print(f"{'':45} {'beam search alone':>21}   {'captioning end to end':>21}")
-    print(f"{'method':45} {'clips/s':>9} {'batched is':>11}   {'clips/s':>9} {'batched is':>11}")
+    print(f"{'':45} {'beam search alone':>25}   {'captioning end to end':>25}")
+    print(f"{'method':45} {'clips/s':>9} {'thr':>3} {'batched is':>11}   {'clips/s':>9} {'thr':>3} {'batched is':>11}")
     for name, (mode, _, _) in methods.items():
         cells = []
         for part in ("search", "end to end"):
             ours = rate[(f"{mode} batched (ours)", part)]
-            cells.append(f"{rate[(name, part)]:9.1f} {ours / rate[(name, part)]:10.1f}x")
+            cells.append(f"{rate[(name, part)]:9.1f} {thr[(name, part)]:3d} {ours / rate[(name, part)]:10.1f}x")
         print(f"{name:45} {cells[0]}   {cells[1]}")
     e_b, e_1 = best[("encoder batched", "encoder")], best[("encoder per-clip", "encoder")]
     print(f"the BiGRU encoder alone (in every end-to-end time, searched clips encoded once): batched {B / e_b:.1f} "
-          f"clips/s, clip by clip {B / e_1:.1f} clips/s ({e_1 / e_b:.1f}x)")
+          f"clips/s, clip by clip {B / e_1:.1f} clips/s ({thr[('encoder per-clip', 'encoder')]} thr; {e_1 / e_b:.1f}x)")
     print("identical captions: batched == per-clip" + ("" if a.skip_recompute else f" == recompute (first {R} clips)")
           + ", from given encoder outputs and end to end")
     return 0
