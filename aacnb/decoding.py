@@ -88,14 +88,11 @@ def strip(seq: Sequence[int], eos_id: int = 2, pad_id: int = 0, bos_id: int = 1)
     return out
 
 # %% ../nbs/31_decoding.ipynb #3451cffa
-def _bos(models, features, per_clip=1):
-    return torch.full((features.shape[0] * per_clip,), models[0].config.bos_id, dtype=torch.long, device=features.device)
-
 def _run(models, features, lengths, max_len, pick, return_logprobs=False, memories=None, per_clip=1):
     "Decode `per_clip` captions of each clip (consecutive rows) over one encoding of it, token by token with `pick`."
     c = models[0].config
     stepper = Stepper(models, features, lengths, memories=memories)
-    tokens = _bos(models, features, per_clip)
+    tokens = torch.full((features.shape[0] * per_clip,), c.bos_id, dtype=torch.long, device=features.device)
     done = torch.zeros_like(tokens, dtype=torch.bool)
     seqs, lps = [], []
     for _ in range(max_len):
