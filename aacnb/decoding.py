@@ -26,7 +26,7 @@ def as_models(model_or_models) -> list[Captioner]:
     return models
 
 class Stepper:
-    "Encodes clips with each model once; `step(tokens)` -> mean log-probs (N, V) of N = B*G hypotheses; `reorder(index)` moves them."
+    "Encodes clips with each model once; `step(tokens)` -> log-probs (N, V) of N = B*G hypotheses (an ensemble's renormalised mean); `reorder(index)` moves them."
     def __init__(self, models: Sequence[Captioner], features: torch.Tensor, lengths: torch.Tensor | None = None,
                  recompute: bool = False, memories: Sequence[dict] | None = None):
         self.models, self.recompute = list(models), recompute
@@ -57,7 +57,9 @@ class Stepper:
             for i, m in enumerate(self.models):
                 logits, self.caches[i] = m.step(tokens, self.caches[i])
                 logps.append(_log_softmax(logits))
-        return logps[0] if len(logps) == 1 else torch.stack(logps).mean(0)
+        if len(logps) == 1:
+            return logps[0]
+        return F.log_softmax(torch.stack(logps).mean(0), dim=-1)      # renormalised: a distribution again
 
 def _memories(models, features, lengths, memories):
     "Each model's encoder output for the clips: computed here, or given (one per model, as `Captioner.encode` returns)."
@@ -140,73 +142,73 @@ def sample_decode(model_or_models, features: torch.Tensor, lengths: torch.Tensor
 
 # %% ../nbs/31_decoding.ipynb #14db9e80
 def beam_search(model_or_models, features: torch.Tensor, lengths: torch.Tensor | None = None,
-                beam_size: int = 3, max_len: int = 30, length_normalize: bool = False,
+                beam_size: int = 3, max_len: int = 30, length_normalize: bool = True,
                 return_scores: bool = False, memories: Sequence[dict] | None = None):
-    """Batched beam search -> list of token-id lists (no bos/eos); `return_scores` adds the best beams' scores.
-    `memories`: the models' `encode` outputs for these clips when already computed (decode them several ways)."""
+    """Batched beam search -> list of token-id lists (no bos/eos); `return_scores` adds the chosen captions' scores
+    (per token when `length_normalize`). `memories`: the models' `encode` outputs for these clips when already
+    computed (decode them several ways)."""
     models = as_models(model_or_models)
     c = models[0].config
     B, K, V = features.shape[0], beam_size, c.vocab_size
+    _check_search(K, V, max_len)
+    dev = features.device
+    sdt = torch.float64 if features.dtype == torch.float64 else torch.float32
+    with torch.inference_mode():
+        stepper = Stepper(models, features, lengths, memories=memories)
+        tokens = torch.full((B,), c.bos_id, dtype=torch.long, device=dev)     # one row per clip at first
+        scores = torch.zeros(B, 1, device=dev, dtype=sdt)                     # (b, G) live beams' log-probs
+        seqs = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)             # (b, G, t)
+        live = torch.arange(B, device=dev)                                    # the clips still decoded
+        pool = torch.full((B,), float("-inf"), device=dev, dtype=sdt)         # each clip's best finished score
+        caps, best_scores = [None] * B, [None] * B
+        for t in range(max_len):
+            b, G = scores.shape
+            logp = stepper.step(tokens).view(b, G, V).to(sdt)                  # (b, G, V)
+            top, words = logp.topk(K, dim=2)                                   # (b, G, K)
+            scores, idx = (scores[..., None] + top).view(b, G * K).topk(K, dim=1)   # (b, K)
+            beam, tok = idx // K, words.view(b, G * K).gather(1, idx)
+            seqs = torch.cat([seqs.gather(1, beam[..., None].expand(-1, -1, t)), tok[..., None]], 2)  # (b, K, t+1)
+            stepper.reorder((torch.arange(b, device=dev)[:, None] * G + beam).view(-1))
+            ended = tok == c.eos_id if t < max_len - 1 else torch.ones_like(tok, dtype=torch.bool)
+            if bool(ended.any()):                 # finished beams go to the pool; their slots refill next step
+                final = (scores / (t + 1) if length_normalize else scores).masked_fill(~ended, float("-inf"))
+                f_val, f_idx = final.max(1).values, final.argmax(1)            # argmax: the first of equals
+                for j in (f_val > pool[live]).nonzero()[:, 0].tolist():        # first finished of equals kept
+                    i = int(live[j])
+                    pool[i], caps[i] = f_val[j], strip(seqs[j, f_idx[j]].tolist(), c.eos_id, c.pad_id, c.bos_id)
+                scores = scores.masked_fill(ended, float("-inf"))
+            reach = scores.max(1).values                                       # (b,) best live score
+            if length_normalize:
+                reach = reach / max_len                                        # s / max_len >= (s + more) / L
+            settled = pool[live] >= reach                                      # no live beam can beat the pool
+            if bool(settled.all()):
+                break
+            if bool(settled.any()):
+                keep = (~settled).nonzero()[:, 0]
+                scores, seqs, live, tok = scores[keep], seqs[keep], live[keep], tok[keep]
+                stepper.keep_clips(keep)
+            tokens = tok.reshape(-1)
+        for i in range(B):
+            best_scores[i] = float(pool[i])
+    return (caps, best_scores) if return_scores else caps
+
+def _check_search(K: int, V: int, max_len: int) -> None:
     if K < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        raise ValueError(f"beam_size must be >= 1, got {K}")
     if K > V:
         raise ValueError(f"beam_size {K} exceeds the vocabulary size {V}")
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    dev = features.device
-    sdt = torch.float64 if features.dtype == torch.float64 else torch.float32
-    with torch.inference_mode():
-        # the first word: one row per clip (all K beams would start from the same <bos>)
-        stepper = Stepper(models, features, lengths, memories=memories)
-        logp = stepper.step(torch.full((B,), c.bos_id, dtype=torch.long, device=dev)).to(sdt)   # (B, V)
-        scores, tok = logp.topk(K, dim=1)                                             # (B, K)
-        stepper.reorder(torch.arange(B, device=dev).repeat_interleave(K))           # now (B*K) hypotheses
-        seqs, done = tok[..., None], tok == c.eos_id                                  # (B, K, 1), (B, K)
-        tokens = tok.view(-1)
-        live = torch.arange(B, device=dev)                # the clips still decoded: rows of scores, seqs, done
-        pad_only = torch.full((K,), float("-inf"), device=dev, dtype=sdt)             # a finished beam's offer:
-        pad_only[0] = 0.0                                                             # <pad> at no cost, once
-        caps, best_scores = [None] * B, [None] * B
-        for step in range(max_len):
-            ended = done.all(1) if step < max_len - 1 else torch.ones_like(done[:, 0])   # (b,): after max_len, all
-            if bool(ended.any()):             # a clip whose K beams all ended cannot change: record it and drop it
-                _settle(caps, best_scores, live[ended], scores[ended], seqs[ended], length_normalize, c)
-                keep = (~ended).nonzero()[:, 0]
-                if keep.numel() == 0:
-                    break
-                scores, seqs, done, live = scores[keep], seqs[keep], done[keep], live[keep]
-                tokens = tokens.view(-1, K)[keep].view(-1)
-                stepper.keep_clips(keep)
-            b = live.shape[0]
-            logp = stepper.step(tokens).view(b, K, V).to(sdt)                        # (b, K, V)
-            top, words = logp.topk(K, dim=2)          # (b, K, K): the K-best of all K*V lie among these
-            if bool(done.any()):
-                top = torch.where(done[..., None], pad_only, top)
-                words = words.masked_fill(done[..., None], c.pad_id)
-            scores, idx = (scores[..., None] + top).view(b, K * K).topk(K, dim=1)     # (b, K)
-            beam, tok = idx // K, words.view(b, K * K).gather(1, idx)
-            seqs = torch.cat([seqs.gather(1, beam[..., None].expand(-1, -1, seqs.shape[2])), tok[..., None]], 2)
-            done = done.gather(1, beam) | (tok == c.eos_id)
-            stepper.reorder((torch.arange(b, device=dev)[:, None] * K + beam).view(-1))
-            tokens = tok.view(-1)
-    return (caps, best_scores) if return_scores else caps
-
-def _settle(caps, best_scores, clips, scores, seqs, length_normalize, c):
-    "Write the best beam of each of `clips` (its caption and score) into `caps` and `best_scores`."
-    final = scores / (seqs != c.pad_id).sum(-1).clamp_min(1) if length_normalize else scores       # (n, K)
-    best = final.argmax(1)
-    rows = torch.arange(len(clips), device=scores.device)
-    for i, seq, score in zip(clips.tolist(), seqs[rows, best].tolist(), final[rows, best].tolist()):
-        caps[i], best_scores[i] = strip(seq, c.eos_id, c.pad_id, c.bos_id), score
 
 # %% ../nbs/31_decoding.ipynb #fb080e7e
 def beam_search_reference(model_or_models, features: torch.Tensor, lengths: torch.Tensor | None = None,
-                          beam_size: int = 3, max_len: int = 30, length_normalize: bool = False,
+                          beam_size: int = 3, max_len: int = 30, length_normalize: bool = True,
                           recompute: bool = False, memories: Sequence[dict] | None = None) -> list[list[int]]:
-    "Clip-by-clip beam search with explicit hypothesis lists; same semantics as `beam_search`."
+    "Clip-by-clip beam search with explicit hypothesis lists; the same captions as `beam_search`."
     models = as_models(model_or_models)
     c = models[0].config
     B = features.shape[0]
+    _check_search(beam_size, c.vocab_size, max_len)
     if lengths is None:
         lengths = torch.full((B,), features.shape[1], dtype=torch.long)
     if memories is not None:
@@ -217,26 +219,28 @@ def beam_search_reference(model_or_models, features: torch.Tensor, lengths: torc
             T = int(lengths[i])
             one = None if memories is None else [_one_clip(mem, i, T) for mem in memories]
             stepper = Stepper(models, features[i:i + 1, :T], lengths[i:i + 1], recompute=recompute, memories=one)
-            hyps = [(0.0, [], False)]                       # (score, tokens, finished)
-            for _ in range(max_len):
-                toks = torch.tensor([h[1][-1] if h[1] else c.bos_id for h in hyps], device=features.device)
-                logp = stepper.step(toks)                   # (n_hyps, V)
+            hyps, best = [(0.0, [])], None                  # live (score, tokens); the best finished (final, tokens)
+            for t in range(max_len):
+                toks = torch.tensor([seq[-1] if seq else c.bos_id for _, seq in hyps], device=features.device)
+                logp = stepper.step(toks)                    # (live hypotheses, V)
                 cands = []
-                for j, (s, seq, fin) in enumerate(hyps):
-                    if fin:
-                        cands.append((s, j, c.pad_id))
+                for j, (s, seq) in enumerate(hyps):
+                    top, ids = logp[j].topk(beam_size)
+                    cands += [(s + float(v), j, int(w)) for v, w in zip(top, ids)]
+                cands.sort(key=lambda x: -x[0])              # stable: equal scores keep beam order
+                live, rows = [], []
+                for s, j, w in cands[:beam_size]:
+                    seq = hyps[j][1] + [w]
+                    if w == c.eos_id or t == max_len - 1:    # finished: into the pool, first of equals kept
+                        final = s / (t + 1) if length_normalize else s
+                        if best is None or final > best[0]:
+                            best = (final, seq)
                     else:
-                        top, ids = logp[j].topk(min(beam_size, logp.shape[1]))
-                        cands += [(s + float(v), j, int(t)) for v, t in zip(top, ids)]
-                cands.sort(key=lambda x: -x[0])
-                chosen = cands[:beam_size]
-                hyps = [(s, hyps[j][1] + [t], hyps[j][2] or t == c.eos_id) for s, j, t in chosen]
-                stepper.reorder(torch.tensor([j for _, j, _ in chosen], device=features.device))   # 1 -> K rows at first
-                if all(h[2] for h in hyps):
+                        live.append((s, seq)); rows.append(j)
+                if not live:
                     break
-            def final(h):
-                return h[0] / max(1, sum(t != c.pad_id for t in h[1])) if length_normalize else h[0]
-            best = max(hyps, key=final)
+                hyps = live
+                stepper.reorder(torch.tensor(rows, device=features.device))   # 1 -> up to K rows at first
             results.append(strip(best[1], c.eos_id, c.pad_id, c.bos_id))
     return results
 

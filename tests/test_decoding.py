@@ -56,11 +56,11 @@ def test_batched_beam_search_equals_per_clip_reference(name, beam):
     ms = _models()
     model = list(ms.values()) if name == "ensemble" else ms[name]
     f, l = _inputs()
-    got = beam_search(model, f, l, beam_size=beam, max_len=12)
+    got = beam_search(model, f, l, beam_size=beam, max_len=12)             # the authors': score per token
     assert got == beam_search_reference(model, f, l, beam_size=beam, max_len=12)
-    # length normalisation changes which finished beam wins, in both the same way
-    assert (beam_search(model, f, l, beam_size=beam, max_len=12, length_normalize=True)
-            == beam_search_reference(model, f, l, beam_size=beam, max_len=12, length_normalize=True))
+    # ranked on raw log-probabilities another finished beam may win, in both the same way
+    raw = beam_search(model, f, l, beam_size=beam, max_len=12, length_normalize=False)
+    assert raw == beam_search_reference(model, f, l, beam_size=beam, max_len=12, length_normalize=False)
 
 
 @pytest.mark.parametrize("name", ["transformer", "gru"])
@@ -80,9 +80,11 @@ def test_beam_of_one_is_greedy(name):
 
 
 @pytest.mark.parametrize("name", ["transformer", "gru"])
-def test_finished_clips_leave_the_batch(name):
-    # A clip whose beams have all ended is settled and dropped: later steps decode only the clips still running,
-    # and the captions are those of the per-clip reference, which decodes each clip on its own.
+@pytest.mark.parametrize("length_normalize", [False, True])
+def test_settled_clips_leave_the_batch(name, length_normalize):
+    # A clip whose best finished caption no live beam can beat is settled and dropped: later steps decode only the
+    # clips still running, and the captions are those of the per-clip reference, which runs the authors' loop to
+    # max_len (or until no live beam is left) for each clip on its own.
     m = _models()[name]
     f, l = _inputs()
     rows, step = [], m.step
@@ -90,13 +92,32 @@ def test_finished_clips_leave_the_batch(name):
         rows.append(tokens.shape[0])
         return step(tokens, cache)
     m.step = counting_step
-    caps, scores = beam_search(m, f, l, beam_size=3, max_len=12, return_scores=True)
+    kw = dict(beam_size=3, max_len=12, length_normalize=length_normalize)
+    caps, scores = beam_search(m, f, l, return_scores=True, **kw)
     assert rows[0] == 10 and rows[1] == 30                  # first word: one row per clip; then 3 beams each
-    assert rows[1:] == sorted(rows[1:], reverse=True) and rows[-1] < 30, rows
-    assert all(r % 3 == 0 for r in rows[1:])
-    assert caps == beam_search_reference(m, f, l, beam_size=3, max_len=12)
+    assert rows[1:] == sorted(rows[1:], reverse=True) and all(r % 3 == 0 for r in rows[1:])
+    if not length_normalize:                                # the bound is tight: clips leave early
+        assert rows[-1] < 30 and len(rows) < 12, rows
+    assert caps == beam_search_reference(m, f, l, **kw)
     m.step = step
-    assert beam_search(m, f, l, beam_size=3, max_len=12, return_scores=True) == (caps, scores)
+    assert beam_search(m, f, l, return_scores=True, **kw) == (caps, scores)
+
+
+def test_length_normalised_scores_are_per_token():
+    # The chosen caption's score is its log-probability (eos included) over its tokens, as the authors rank them.
+    m = _models()["transformer"]
+    f, l = _inputs(B=4)
+    caps, scores = beam_search(m, f, l, beam_size=3, max_len=12, return_scores=True)
+    c = m.config
+    with torch.no_grad():
+        for i, (cap, score) in enumerate(zip(caps, scores)):
+            seq = torch.tensor([[c.bos_id, *cap, c.eos_id]])
+            logp = torch.log_softmax(m.logits({"features": f[i:i + 1], "feature_lengths": l[i:i + 1]}, seq), -1)
+            total = logp[0].gather(1, seq[0, 1:, None]).sum()
+            n = len(cap) + 1 if len(cap) < 12 else 12        # at max_len no <eos> was emitted
+            if len(cap) == 12:
+                total = total - logp[0, -1, c.eos_id]
+            assert abs(float(total) / n - score) < 1e-4, (i, cap, float(total) / n, score)
 
 
 def test_beam_search_finds_higher_scores_than_greedy():
@@ -125,8 +146,10 @@ def test_ensemble_averages_log_probs():
     a, b = ms["transformer"], ms["gru"]
     tok = torch.full((3,), 1)
     got = Stepper([a, b], f, l).step(tok)
-    want = (Stepper([a], f, l).step(tok) + Stepper([b], f, l).step(tok)) / 2
-    torch.testing.assert_close(got, want)
+    mean = (Stepper([a], f, l).step(tok) + Stepper([b], f, l).step(tok)) / 2
+    assert (mean.exp().sum(-1) < 1 - 1e-3).all()          # a geometric mean of distributions falls short of 1
+    torch.testing.assert_close(got, torch.log_softmax(mean, -1))   # the authors' ensemble renormalises it
+    torch.testing.assert_close(got.exp().sum(-1), torch.ones(3))
 
 
 @pytest.mark.parametrize("name", ["transformer", "gru"])
