@@ -37,12 +37,15 @@ class CaptionConfig(Config):
     gru_hidden: int = 512          # GRU decoder hidden size
     gru_emb_dim: int = 512         # GRU decoder word embedding (and projected context / clip vector) size
     attn_size: int = 512           # additive attention size of the GRU decoder
-    dropout: float = 0.2           # the authors' default for encoder, decoder and embeddings
+    dropout: float = 0.2           # decoder, embeddings, attention (the authors' TransformerDecoder: 0.2)
+    enc_dropout: float = 0.5       # between the BiGRU's layers (the authors' RnnEncoder config: 0.5)
     max_positions: int = 100       # longest token sequence (bos ... eos) the positional table covers
     label_smoothing: float = 0.1   # report: alpha = 0.1
     tf_start: float = 1.0          # scheduled sampling: teacher-forcing probability at progress 0 ...
     tf_end: float = 0.7            # ... falling linearly to this at progress 1 (report: 1 -> 0.7)
     ss_mode: str = "greedy"        # the model's own token fed back: "greedy" (argmax) or "sample"
+    ss_scheme: str = "stepwise"    # "stepwise": the authors' (one coin per step for the batch, a lost coin feeds
+                                   # the model's own outputs so far) | "token": one coin per token, one extra pass
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -54,10 +57,12 @@ class CaptionConfig(Config):
         self._check(self.num_layers >= 1, "num_layers", "must be at least 1")
         self._check(self.d_model % self.nhead == 0, "d_model", f"must be a multiple of nhead={self.nhead}")
         self._check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        self._check(0.0 <= self.enc_dropout < 1.0, "enc_dropout", "must be in [0, 1)")
         self._check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
         self._check(0.0 <= self.tf_start <= 1.0, "tf_start", "is a probability")
         self._check(0.0 <= self.tf_end <= 1.0, "tf_end", "is a probability")
         self._check(self.ss_mode in ("greedy", "sample"), "ss_mode", "must be 'greedy' or 'sample'")
+        self._check(self.ss_scheme in ("stepwise", "token"), "ss_scheme", "must be 'stepwise' or 'token'")
         self._check(self.decoder == "transformer" or self.num_layers == 1, "num_layers",
                     "the attentional GRU decoder has one layer (Table 1)")
 
@@ -85,7 +90,7 @@ class BiGRUEncoder(nn.Module):
         super().__init__()
         self.gru = nn.GRU(config.feature_dim, config.enc_hidden, num_layers=config.enc_layers,
                           bidirectional=True, batch_first=True,
-                          dropout=config.dropout if config.enc_layers > 1 else 0.0)
+                          dropout=config.enc_dropout if config.enc_layers > 1 else 0.0)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:
         B, T, D = features.shape
@@ -399,6 +404,33 @@ class Captioner(nn.Module):
             return self.forward(batch)["loss"]
         memory = self.encode(batch["features"], batch.get("feature_lengths"))
         inp = tokens[:, :-1]                                                   # (B, L-1)
+        ss = self._stepwise_sampling if self.config.ss_scheme == "stepwise" else self._token_sampling
+        return self.loss(ss(inp, memory, p), tokens)
+
+    def _stepwise_sampling(self, inp: torch.Tensor, memory: dict, p: float) -> torch.Tensor:
+        "The authors' scheduled sampling: inputs (B, L) -> logits (B, L, V), one teacher-forcing coin per step."
+        L = inp.shape[1]
+        gold = torch.rand(L) < p                                               # (L,) one coin per step, whole batch
+        gold[0] = True                                                         # step 0 sees <bos> either way
+        if isinstance(self.decoder, TransformerDecoder):
+            tf = self.decoder(inp, memory)                                     # (B, L, V): every gold step at once
+            if bool(gold.all()):
+                return tf
+            out, own = [], inp[:, :1]                                          # own: <bos> + the model's outputs
+            for t in range(L):
+                logits_t = tf[:, t] if gold[t] else self.decoder(own, memory)[:, -1]
+                out.append(logits_t)
+                own = torch.cat([own, self._fed_back(logits_t)[:, None]], 1)
+            return torch.stack(out, 1)
+        cache, out = self.decoder.init_cache(memory), []
+        for t in range(L):
+            x = inp[:, t] if gold[t] else self._fed_back(out[-1])              # the GRU carries the rest
+            logits_t, cache = self.decoder.step(x, cache)
+            out.append(logits_t)
+        return torch.stack(out, 1)
+
+    def _token_sampling(self, inp: torch.Tensor, memory: dict, p: float) -> torch.Tensor:
+        "One coin per token: inputs (B, L) -> logits (B, L, V); a Transformer mixes a no-grad pass's predictions in."
         if isinstance(self.decoder, TransformerDecoder):
             with torch.no_grad():
                 pred = self._fed_back(self.decoder(inp, memory))               # pred[:, i] guesses token i+1
@@ -406,18 +438,16 @@ class Captioner(nn.Module):
             swap[:, 0] = False                                                 # <bos> always stays
             mixed = inp.clone()
             mixed[:, 1:] = torch.where(swap[:, 1:], pred[:, :-1], inp[:, 1:])
-            logits = self.decoder(mixed, memory)
-        else:
-            cache, out = self.decoder.init_cache(memory), []
-            for t in range(inp.shape[1]):
-                x = inp[:, t]
-                if t > 0:
-                    swap = torch.rand(x.shape, device=x.device) >= p
-                    x = torch.where(swap, self._fed_back(out[-1]), x)
-                logits_t, cache = self.decoder.step(x, cache)
-                out.append(logits_t)
-            logits = torch.stack(out, 1)
-        return self.loss(logits, tokens)
+            return self.decoder(mixed, memory)
+        cache, out = self.decoder.init_cache(memory), []
+        for t in range(inp.shape[1]):
+            x = inp[:, t]
+            if t > 0:
+                swap = torch.rand(x.shape, device=x.device) >= p
+                x = torch.where(swap, self._fed_back(out[-1]), x)
+            logits_t, cache = self.decoder.step(x, cache)
+            out.append(logits_t)
+        return torch.stack(out, 1)
 
 def _check_batch(batch: dict, c: CaptionConfig) -> torch.Tensor:
     for key in ("features", "tokens"):

@@ -7,7 +7,7 @@ from aacnb.core import ConfigError
 from aacnb.decoding import greedy_decode
 
 TINY = dict(vocab_size=20, feature_dim=6, enc_hidden=8, d_model=16, nhead=2, dim_feedforward=32,
-            gru_hidden=16, gru_emb_dim=8, attn_size=8, dropout=0.0)
+            gru_hidden=16, gru_emb_dim=8, attn_size=8, dropout=0.0, enc_dropout=0.0)
 DECODERS = ["transformer", "gru"]
 
 
@@ -145,6 +145,35 @@ def test_scheduled_sampling(decoder):
     assert torch.isfinite(loss) and not torch.isclose(loss, m(b)["loss"])
     loss.backward()
     assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_stepwise_scheduled_sampling_is_the_authors(decoder, monkeypatch):
+    # One coin per step for the whole batch (the authors' run.py / *_model.py): a lost coin makes the step see the
+    # model's own outputs so far (a Transformer: <bos> + every earlier step's argmax as its whole prefix; the GRU:
+    # its previous argmax as the input word). Coins pinned here: steps 0, 1, 3 gold, steps 2, 4 lost.
+    torch.manual_seed(0)
+    m = build_captioner(decoder, **{**TINY, "tf_end": 0.5}).eval()        # eval: no dropout, exact comparison
+    b = _batch()
+    inp, L = b["tokens"][:, :-1], b["tokens"].shape[1] - 1
+    coins = torch.tensor([0.0, 0.0, 0.9, 0.0, 0.9])                        # rand < p (0.5 at progress 1) is gold
+    draws = []
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: draws.append(a) or coins.clone())
+    got = m._stepwise_sampling(inp, m.encode(b["features"], b["feature_lengths"]), 0.5)
+    assert draws == [(L,)]                                                 # one coin per step, not per token
+    with torch.no_grad():
+        mem = m.encode(b["features"], b["feature_lengths"])
+        seq, want = [], []
+        for t in range(L):
+            gold = t in (0, 1, 3)
+            if decoder == "transformer":
+                prefix = inp[:, :t + 1] if gold else torch.cat([inp[:, :1], *[s[:, None] for s in seq]], 1)
+                lg = m.decoder(prefix, mem)[:, -1]
+            else:
+                words = [inp[:, u] if u in (0, 1, 3) else seq[u - 1] for u in range(t + 1)]
+                lg = m.decoder(torch.stack(words, 1), mem)[:, -1]
+            want.append(lg); seq.append(lg.argmax(-1))
+    torch.testing.assert_close(got, torch.stack(want, 1), atol=1e-5, rtol=1e-5)
 
 
 def test_report_schedule_default():

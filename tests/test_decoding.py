@@ -8,7 +8,7 @@ from aacnb.captioning import build_captioner
 from aacnb.decoding import (Stepper, beam_search, beam_search_reference, greedy_decode, sample_decode, strip)
 
 TINY = dict(vocab_size=40, feature_dim=6, enc_hidden=8, d_model=16, nhead=2, dim_feedforward=32,
-            gru_hidden=16, gru_emb_dim=8, attn_size=8, dropout=0.0)
+            gru_hidden=16, gru_emb_dim=8, attn_size=8, dropout=0.0, enc_dropout=0.0)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -14,7 +14,7 @@ from aacnb.training import TrainConfig, fit, load_checkpoint
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 TINY = dict(vocab_size=40, feature_dim=6, enc_hidden=8, d_model=16, nhead=2, dim_feedforward=32,
-            gru_hidden=16, gru_emb_dim=8, attn_size=8, dropout=0.0)
+            gru_hidden=16, gru_emb_dim=8, attn_size=8, dropout=0.0, enc_dropout=0.0)
 
 
 class _Pairs(torch.utils.data.Dataset):

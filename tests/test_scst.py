@@ -10,7 +10,7 @@ from aacnb.scst import SCSTCaptioner, _norm_refs, tiny_problem
 from aacnb.text import Vocabulary
 
 SMALL = dict(feature_dim=8, enc_hidden=16, d_model=32, nhead=2, dim_feedforward=64, gru_hidden=32, gru_emb_dim=16,
-             attn_size=16, dropout=0.0)
+             attn_size=16, dropout=0.0, enc_dropout=0.0)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
