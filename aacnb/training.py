@@ -24,7 +24,7 @@ from .core import (Config, ConfigError, atomic_write, get_device, get_logger, pr
 
 # %% auto #0
 __all__ = ['TrainConfig', 'LRMultiplier', 'warmup_steps_for', 'make_scheduler', 'TrainState', 'to_device', 'epoch_batches',
-           'load_checkpoint', 'build_from_checkpoint', 'TrainResult', 'make_optimizer', 'fit']
+           'load_checkpoint', 'build_from_checkpoint', 'TrainResult', 'WeightAverage', 'make_optimizer', 'fit']
 
 # %% ../nbs/13_training.ipynb #abb9cd3e
 @dataclasses.dataclass
@@ -45,6 +45,7 @@ class TrainConfig(Config):
     seed: int = 0                 # seeds the run and every epoch's shuffle
     device: str = "auto"          # "auto" | "cpu" | "cuda" | "cuda:1" ...
     monitor: str = ""             # key of val_fn's dict that picks best.pt ("map10", "cider_d"); "" = last epoch
+    swa_epochs: int = 0           # average the weights of the last N epochs into swa.pt (authors: 5); 0 = off
     monitor_mode: str = "max"     # "max" | "min"
     log_every: int = 50           # optimiser steps between rows of log.csv
     checkpoint_every: int = 0     # optimiser steps between mid-epoch writes of last.pt; 0 = at epoch ends only
@@ -60,7 +61,7 @@ class TrainConfig(Config):
     def validate(self):
         for f in ("epochs", "batch_size", "grad_accum", "log_every"):
             self._check(_is_int(getattr(self, f)) and getattr(self, f) >= 1, f, "must be an int >= 1")
-        for f in ("warmup_steps", "checkpoint_every", "num_workers", "seed"):
+        for f in ("warmup_steps", "checkpoint_every", "num_workers", "seed", "swa_epochs"):
             self._check(_is_int(getattr(self, f)) and getattr(self, f) >= 0, f, "must be an int >= 0")
         self._check(self.lr > 0, "lr", "must be positive")
         for f in ("weight_decay", "warmup_epochs", "final_lr", "max_grad_norm"):
@@ -270,6 +271,24 @@ class TrainResult:
     steps: int                 # optimiser steps done
     history: list[dict]        # the rows of log.csv
     resumed: bool              # whether this call continued from last.pt
+    swa_path: Path | None = None   # swa.pt, the average of the last `swa_epochs` epochs (None when off)
+
+class WeightAverage:
+    "A running mean of state dicts (stochastic weight averaging): floating-point entries averaged, others the latest."
+    def __init__(self, state: dict | None = None):
+        self.n, self.avg = (state["n"], state["avg"]) if state else (0, None)
+
+    def add(self, state_dict: dict) -> None:
+        new = {k: v.detach().clone() for k, v in state_dict.items()}
+        if self.avg is None:
+            self.avg = new
+        else:       # avg + (x - avg) / (n + 1): torch.optim.swa_utils' update, exact mean up to rounding
+            for k, v in new.items():
+                self.avg[k] = self.avg[k] + (v - self.avg[k]) / (self.n + 1) if v.is_floating_point() else v
+        self.n += 1
+
+    def state(self) -> dict:
+        return {"n": self.n, "avg": self.avg}
 
 # Fields that may differ between a run and its resumption (they do not change the result).
 _RESUME_FREE = {"device", "num_workers", "progress", "checkpoint_every"}
@@ -312,7 +331,9 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 
 def _check_resumable(ckpt: dict, config: TrainConfig, path: Path) -> None:
     old, new = ckpt.get("config", {}), config.to_dict()
-    diff = {k: (old.get(k), v) for k, v in new.items() if k not in _RESUME_FREE and old.get(k) != v}
+    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}   # fields added since it was written
+    diff = {k: (old.get(k, default[k]), v) for k, v in new.items()
+            if k not in _RESUME_FREE and old.get(k, default[k]) != v}
     if diff:
         changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise ValueError(f"{path} was written by a run with another config ({changes}); resume with the same "
@@ -347,7 +368,7 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
 
     # position and bookkeeping; all of it goes into last.pt
     epoch, batch_i, step, best, best_epoch, history = 0, 0, 0, None, None, []
-    win, ep_meter = _Meter(), _Meter()
+    win, ep_meter, swa = _Meter(), _Meter(), WeightAverage()
     resumed = last_path.exists()
     if resumed:
         ck = load_checkpoint(last_path, model)  # on the CPU: RNG states must be CPU tensors
@@ -360,6 +381,7 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
         epoch, batch_i, step, history = ck["epoch"], ck["batch_in_epoch"], ck["step"], ck["history"]
         best, best_epoch = ck["best"]["value"], ck["best"]["epoch"]
         win, ep_meter = _Meter(ck["meters"]["window"]), _Meter(ck["meters"]["epoch"])
+        swa = WeightAverage(ck.get("swa"))
         _write_log(log_path, history)  # drop rows logged after the checkpoint
         log.info(f"resuming {last_path} at epoch {epoch + 1}, batch {batch_i}/{n_batches}, step {step}")
     else:
@@ -373,10 +395,10 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
                     "scaler": scaler.state_dict(), "rng": _rng_state(),
                     "epoch": epoch, "batch_in_epoch": batch_i, "step": step, "n_items": len(train_data),
                     "best": {"value": best, "epoch": best_epoch}, "history": history,
-                    "meters": {"window": win.state(), "epoch": ep_meter.state()},
+                    "meters": {"window": win.state(), "epoch": ep_meter.state()}, "swa": swa.state(),
                     "config": cfg.to_dict(), "model_config": model_config, "provenance": prov}, last_path)
 
-    lr = opt.param_groups[0]["lr"]
+    lr, first_epoch = opt.param_groups[0]["lr"], epoch
     while epoch < cfg.epochs:
         model.train()
         batches = epoch_batches(len(train_data), cfg, epoch)
@@ -415,12 +437,9 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
                 on_step(TrainState(epoch, step, total_steps, step / total_steps))
         bar.close()
 
-        metrics = {}
-        if val_fn is not None:
-            model.eval()
-            with torch.no_grad():
-                metrics = {k: float(v) for k, v in val_fn(model).items() if v is not None}  # e.g. SPICE absent
-            model.train()
+        metrics = _validate(model, val_fn)
+        if cfg.swa_epochs and epoch + 1 > cfg.epochs - cfg.swa_epochs:
+            swa.add(model.state_dict())
         value = metrics.get(cfg.monitor) if cfg.monitor else None
         if cfg.monitor and val_fn is not None and value is None:
             raise KeyError(f"config.monitor={cfg.monitor!r} is not among val_fn's metrics {sorted(metrics)}")
@@ -439,4 +458,24 @@ def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | 
             shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             log.info(f"epoch {epoch}/{cfg.epochs} step {step} loss {ep_means.get('loss', float('nan')):.4f} {shown}")
 
-    return TrainResult(out_dir, last_path, best_path, best, best_epoch, epoch, step, history, resumed)
+    swa_path = None
+    if cfg.swa_epochs:
+        swa_path = out_dir / "swa.pt"
+        if epoch > first_epoch or not swa_path.exists():    # a finished run called again keeps its swa.pt
+            last = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(swa.avg)
+            save_torch({"model": swa.avg, "epochs_averaged": swa.n, "epoch": epoch, "step": step,
+                        "metrics": _validate(model, val_fn), "config": cfg.to_dict(), "model_config": model_config,
+                        "provenance": prov}, swa_path)
+            model.load_state_dict(last)
+    return TrainResult(out_dir, last_path, best_path, best, best_epoch, epoch, step, history, resumed, swa_path)
+
+def _validate(model: torch.nn.Module, val_fn: Callable | None) -> dict:
+    "val_fn's metrics (as floats; None values dropped, e.g. SPICE without its jars), in eval mode, no gradients."
+    if val_fn is None:
+        return {}
+    model.eval()
+    with torch.no_grad():
+        metrics = {k: float(v) for k, v in val_fn(model).items() if v is not None}
+    model.train()
+    return metrics

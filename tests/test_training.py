@@ -385,3 +385,54 @@ def _csv_steps(path):
     import csv
     with open(path) as f:
         return [{"step": int(r["step"])} for r in csv.DictReader(f)]
+
+
+# --- stochastic weight averaging ----------------------------------------------------------------------------
+
+def test_swa_is_the_mean_of_the_last_epochs_and_survives_an_interruption(tmp_path):
+    "swa.pt = mean of the weights at the end of the last `swa_epochs` epochs, also when the run was interrupted."
+    class Stop(Exception):
+        pass
+
+    cfg = run_config(swa_epochs=2)                      # 3 epochs of 5 steps: epochs 2 and 3 are averaged
+    ends = []
+
+    def keep_ends(model):
+        def on_step(state):
+            if state.step % 5 == 0:
+                ends.append({k: v.clone() for k, v in model.state_dict().items()})
+        return on_step
+
+    torch.manual_seed(0)
+    m = NoisyMLP()
+    full = fit(m, PairData(), cfg, tmp_path / "full", val_fn=val_fn, on_step=keep_ends(m))
+    assert len(ends) == 3 and full.swa_path == tmp_path / "full" / "swa.pt"
+    ck = load_checkpoint(full.swa_path)
+    assert ck["epochs_averaged"] == 2 and ck["metrics"]["neg_loss"] < 0
+    for k, v in ck["model"].items():
+        torch.testing.assert_close(v, (ends[1][k] + ends[2][k]) / 2, rtol=0, atol=1e-6)
+    assert_same_weights(m.state_dict(), weights(full.last_path))       # the model keeps its last weights
+
+    def stop(state):                                    # mid-epoch 3: epoch 2 is in the average, last.pt at 12
+        if state.step == 13:
+            raise Stop
+
+    torch.manual_seed(0)
+    with pytest.raises(Stop):
+        fit(NoisyMLP(), PairData(), cfg, tmp_path / "cut", val_fn=val_fn, on_step=stop)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["swa"]["n"] == 1
+    resumed = fit(NoisyMLP(), PairData(), cfg, tmp_path / "cut", val_fn=val_fn)
+    assert resumed.resumed
+    assert_same_weights(weights(resumed.swa_path), weights(full.swa_path))
+
+
+def test_resume_accepts_checkpoints_from_before_a_new_config_field(tmp_path):
+    "A last.pt written before `swa_epochs` existed resumes (a missing field means its default)."
+    torch.manual_seed(0)
+    r = fit(Linear(), PairData(), run_config(epochs=2), tmp_path)
+    ck = load_checkpoint(r.last_path)
+    del ck["config"]["swa_epochs"]
+    torch.save(ck, r.last_path)
+    assert fit(Linear(), PairData(), run_config(epochs=2), tmp_path).resumed
+    with pytest.raises(ValueError, match="swa_epochs: 0 -> 2"):
+        fit(Linear(), PairData(), run_config(epochs=2, swa_epochs=2), tmp_path)
