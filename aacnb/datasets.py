@@ -211,10 +211,12 @@ class AudioCaptionDataset(Dataset):
     "A torch Dataset over `AudioCaptionRecord`s yielding audio (or cached features) with captions."
 
     def __init__(self, records: Sequence[AudioCaptionRecord], mode: str = "pairs", sample_rate: int = SAMPLE_RATE,
-                 max_seconds: float | None = None, features: Any = None):
+                 max_seconds: float | None = None, features: Any = None, crop: str = "start"):
         if mode not in ("pairs", "clips"):
             raise ValueError(f"mode must be 'pairs' or 'clips', got {mode!r}")
-        self.records, self.mode = list(records), mode
+        if crop not in ("start", "random"):
+            raise ValueError(f"crop must be 'start' or 'random', got {crop!r}")
+        self.records, self.mode, self.crop = list(records), mode, crop
         self.sample_rate, self.max_seconds, self.features = sample_rate, max_seconds, features
         self.pairs = [(i, j) for i, r in enumerate(self.records) for j in range(len(r.captions))]
 
@@ -229,7 +231,11 @@ class AudioCaptionDataset(Dataset):
                 raise KeyError(f"no features for {r.audio_id!r} ({r.dataset} {r.split}) in the feature cache; "
                                "extract features for these records first") from None
             return "features", torch.as_tensor(np.asarray(x), dtype=torch.float32)
-        return "audio", load_audio(r.audio_path, self.sample_rate, self.max_seconds)
+        if self.crop == "start" or self.max_seconds is None:
+            return "audio", load_audio(r.audio_path, self.sample_rate, self.max_seconds)
+        wav, n = load_audio(r.audio_path, self.sample_rate), int(round(self.max_seconds * self.sample_rate))
+        start = int(torch.randint(0, wav.shape[0] - n + 1, ())) if wav.shape[0] > n else 0
+        return "audio", wav[start:start + n]
 
     def __getitem__(self, idx: int) -> dict:
         if not -len(self) <= idx < len(self):
@@ -239,7 +245,8 @@ class AudioCaptionDataset(Dataset):
             i, j = self.pairs[idx]
             r = self.records[i]
             key, x = self._signal(r)
-            return {"audio_id": r.audio_id, key: x, "caption": r.captions[j], "index": i, "caption_index": j}
+            return {"audio_id": r.audio_id, key: x, "caption": r.captions[j], "captions": list(r.captions),
+                    "index": i, "caption_index": j}
         r = self.records[idx]
         key, x = self._signal(r)
         return {"audio_id": r.audio_id, key: x, "captions": list(r.captions), "index": idx}

@@ -136,7 +136,7 @@ TABLE4_SYSTEMS = {  # submission -> indices into TABLE2_SYSTEMS (section 3 of th
     3: [0, 2, 3],        # the first, third and fourth
     4: [0, 1, 2],        # the first three
 }
-_TEXT_KW = {"pooling", "max_length"}
+_TEXT_KW = {"pooling", "max_length", "text_max_length"}  # max_length: AST's frames when the audio side has it
 _BI_KW = {"init_temperature"}
 
 def _default_audio_weights(key: str) -> Path:
@@ -161,7 +161,9 @@ def build_biencoder(audio: str = "cnn14", text: str = "bert-base", pretrained: b
         raise ValueError(f"build_biencoder got unknown option(s) {unknown}; audio config fields: "
                          f"{sorted(audio_fields)}, text: {sorted(_TEXT_KW)}, bi-encoder: {sorted(_BI_KW)}")
     a_kw = {k: v for k, v in overrides.items() if k in audio_fields}
-    t_kw = {k: v for k, v in overrides.items() if k in _TEXT_KW}
+    t_kw = {k: v for k, v in overrides.items() if k in _TEXT_KW and k not in audio_fields}
+    if "text_max_length" in t_kw:                          # the caption's longest token sequence
+        t_kw["max_length"] = t_kw.pop("text_max_length")
     b_kw = {k: v for k, v in overrides.items() if k in _BI_KW}
     want_audio, want_text = pretrained in (True, "audio"), pretrained in (True, "text")
     if want_audio and audio_weights is None:

@@ -29,11 +29,11 @@ __all__ = ['PAPER_TABLES', 'PAPER_EMBED_DIM', 'PAPER_CAPTIONER_CONFIGS', 'AUDIO_
            'FeatureExtractorSpec', 'CaptionerSystem', 'CaptioningSpec', 'ParamCountSpec', 'Profile', 'profiles_dir',
            'load_profile', 'profile_to_dict', 'show_profile', 'Run', 'runs_root', 'experiments_dir', 'plan_runs',
            'select_runs', 'data_checks', 'weight_checks', 'RunFailed', 'run_status', 'execute_run', 'run_pipeline',
-           'save_run_result', 'load_run_result', 'count_params', 'train_config', 'read_records', 'read_records_splits',
-           'audio_encoder_of', 'set_threads', 'retrieval_eval', 'retrieval_scores', 'caption_batches', 'caption_eval',
-           'caption_scores', 'table1', 'table2', 'chance_t2a', 'random_caption_scores', 'table3', 'table4',
-           'table_markdown', 'write_tables', 'make_figures', 'write_report', 'runs_markdown', 'results_markdown',
-           'cli_reproduce']
+           'save_run_result', 'load_run_result', 'selected_checkpoint', 'count_params', 'train_config', 'read_records',
+           'read_records_splits', 'audio_encoder_of', 'set_threads', 'retrieval_eval', 'retrieval_scores',
+           'caption_batches', 'caption_eval', 'caption_scores', 'table1', 'table2', 'chance_t2a',
+           'random_caption_scores', 'table3', 'table4', 'table_markdown', 'write_tables', 'make_figures',
+           'write_report', 'runs_markdown', 'results_markdown', 'cli_reproduce']
 
 # %% ../nbs/40_study.ipynb #4430ad66
 _T3_COLS = ("bleu_4", "rouge_l", "meteor", "cider_d", "spice", "spider")  # B@4, R, M, C, S, SD
@@ -102,12 +102,15 @@ class DataSpec(Config):
     corpus_seed: int = 0
     resplit_seed: int = 0        # seed of the 9:1 re-split of Clotho development+validation
     max_seconds: float | None = None  # crop clips when loading (None: whole clips)
+    train_crop_seconds: float | None = None  # retrieval training: a random window this long of longer clips
     def validate(self):
         self._check(isinstance(self.n_clips, int) and self.n_clips >= 20, "n_clips", "must be an integer >= 20")
         self._check(isinstance(self.clip_seconds, list) and len(self.clip_seconds) == 2 and
                     3 <= self.clip_seconds[0] <= self.clip_seconds[1], "clip_seconds", "must be [low, high], 3 <= low <= high")
         self._check(self.max_seconds is None or (isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0),
                     "max_seconds", "must be null or a positive number of seconds")
+        self._check(self.train_crop_seconds is None or (isinstance(self.train_crop_seconds, (int, float))
+                    and self.train_crop_seconds > 0), "train_crop_seconds", "must be null or a positive number of seconds")
     def path(self) -> Path:
         p = Path(self.root).expanduser()
         return p if p.is_absolute() else data_root() / p
@@ -193,14 +196,26 @@ class CaptioningSpec(Config):
     label_smoothing: float = 0.1
     scheduled_sampling: list = dataclasses.field(default_factory=lambda: [1.0, 0.7])
     scst: dict = dataclasses.field(default_factory=dict)
+    scheduled_sampling_scheme: str = "stepwise"  # the authors' (CaptionConfig.ss_scheme); "token": per-token coins
+    scst_items: str = "pairs"    # an SCST epoch visits (clip, caption) pairs, as the authors' dataset does, or clips
+    select: str = "best"         # the checkpoint evaluated and passed on: swa (the authors') | best | last
     beam_size: int = 3
     max_len: int = 30
+    length_normalize: bool = True   # beam search ranks finished captions by log-probability per token (authors)
     systems: list = dataclasses.field(default_factory=list)
     ensembles: list = dataclasses.field(default_factory=list)
     def validate(self):
         _check_train(self, "xe"); _check_train(self, "scst")
         self._check(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
         self._check(self.beam_size >= 1, "beam_size", "must be >= 1")
+        self._check(self.scheduled_sampling_scheme in ("stepwise", "token"), "scheduled_sampling_scheme",
+                    "must be 'stepwise' or 'token'")
+        self._check(self.scst_items in ("pairs", "clips"), "scst_items", "must be 'pairs' or 'clips'")
+        self._check(self.select in ("swa", "best", "last"), "select", "must be 'swa', 'best' or 'last'")
+        if self.select == "swa":
+            for stage in ("xe", "scst"):
+                self._check(int(getattr(self, stage).get("swa_epochs", 0)) > 0, "select",
+                            f"'swa' needs swa_epochs > 0 in captioning.{stage}")
 
 @dataclasses.dataclass
 class ParamCountSpec(Config):
@@ -362,7 +377,7 @@ def plan_runs(profile: Profile) -> list[Run]:
     for s in r.systems:
         sys_params = dict(common, system=s.name, audio=s.audio, text=s.text, pretrained=s.pretrained,
                           overrides=json.dumps(s.overrides, sort_keys=True), freeze_text=s.freeze_text,
-                          embed_dim=r.embed_dim,
+                          embed_dim=r.embed_dim, train_crop_seconds=p.data.train_crop_seconds,
                           seed=p.seed if s.seed is None else s.seed, eval_batch_size=r.eval_batch_size)
         runs.append(Run(f"ret_{s.name}_pretrain", "retrieval.ipynb",
                         dict(sys_params, stage="pretrain", train_sets=",".join(r.pretrain_sets), init_from="",
@@ -380,7 +395,7 @@ def plan_runs(profile: Profile) -> list[Run]:
         runs.append(Run("fx_pretrain", "retrieval.ipynb",
                         dict(common, system="feature_extractor", audio=f.audio, text=f.text, pretrained=f.pretrained,
                              overrides=json.dumps(f.overrides, sort_keys=True), freeze_text=f.freeze_text,
-                             embed_dim=r.embed_dim, seed=p.seed,
+                             embed_dim=r.embed_dim, seed=p.seed, train_crop_seconds=p.data.train_crop_seconds,
                              eval_batch_size=r.eval_batch_size, stage="feature_extractor",
                              train_sets=",".join(f.train_sets), init_from="", **_train_params(f.train)),
                         list(base), (3,), "pre-train the feature extractor on Clotho+AudioCaps+MACS"))
@@ -388,14 +403,16 @@ def plan_runs(profile: Profile) -> list[Run]:
                         "cache the frozen feature extractor's features for Clotho"))
     cap_common = dict(common, features=d("features"), vocab_min_count=c.vocab_min_count,
                       label_smoothing=c.label_smoothing, ss_start=float(c.scheduled_sampling[0]),
-                      ss_end=float(c.scheduled_sampling[-1]), beam_size=c.beam_size, max_len=c.max_len)
+                      ss_end=float(c.scheduled_sampling[-1]), ss_scheme=c.scheduled_sampling_scheme,
+                      beam_size=c.beam_size, max_len=c.max_len, length_normalize=c.length_normalize, select=c.select)
     for s in c.systems:
         sp = dict(cap_common, system=s.name, decoder=s.decoder, num_layers=s.num_layers, seed=s.seed,
                   overrides=json.dumps(s.overrides, sort_keys=True))
         runs.append(Run(f"cap_{s.name}_xe", "captioning.ipynb", dict(sp, stage="xe", init_from="", **_train_params(c.xe)),
                         ["features"], (3,), f"train captioner {s.name} with cross-entropy"))
         runs.append(Run(f"cap_{s.name}_scst", "captioning.ipynb",
-                        dict(sp, stage="scst", init_from=d(f"cap_{s.name}_xe"), **_train_params(c.scst)),
+                        dict(sp, stage="scst", init_from=d(f"cap_{s.name}_xe"), scst_items=c.scst_items,
+                             **_train_params(c.scst)),
                         [f"cap_{s.name}_xe"], (3,), f"fine-tune captioner {s.name} with SCST"))
     for e in c.ensembles:
         runs.append(Run(f"cap_ens_{e.name}", "caption_ensemble.ipynb",
@@ -630,6 +647,17 @@ def load_run_result(run_dir) -> dict | None:
     if not (run_dir / MARKER).exists() or not (run_dir / "metrics.json").exists(): return None
     return load_json(run_dir / "metrics.json")
 
+def selected_checkpoint(run_dir) -> Path:
+    "The checkpoint a finished training run selected (`train/swa.pt`, `best.pt` or `last.pt`, as its metrics.json says)."
+    run_dir = Path(run_dir)
+    res = load_run_result(run_dir)
+    if res is None:
+        raise FileNotFoundError(f"{run_dir} is not a complete run (no {MARKER} or metrics.json)")
+    path = run_dir / "train" / f"{res.get('selected', 'best')}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: its selected checkpoint {path.name} is missing")
+    return path
+
 def count_params(model) -> int:
     "Number of parameters (trainable or not) of a torch module."
     return int(sum(p.numel() for p in model.parameters()))
@@ -714,7 +742,7 @@ def caption_batches(records: list, cache, batch_size: int = 32):
         yield records[i:i + batch_size], b["features"], b["feature_lengths"]
 
 def caption_eval(models, records: list, cache, vocab, beam_size: int = 3, max_len: int = 30, batch_size: int = 32,
-                 device: str = "cpu", full: bool = True) -> tuple[dict, list[dict]]:
+                 device: str = "cpu", full: bool = True, length_normalize: bool = True) -> tuple[dict, list[dict]]:
     "Decode `records` with beam search (a list of models = an ensemble); return (corpus metrics, predictions)."
     import torch
     from aacnb.decoding import beam_search
@@ -724,7 +752,7 @@ def caption_eval(models, records: list, cache, vocab, beam_size: int = 3, max_le
     with torch.no_grad():
         for recs, feats, lens in caption_batches(records, cache, batch_size):
             ids = beam_search(models if len(models) > 1 else models[0], feats.to(device), lens.to(device),
-                              beam_size=beam_size, max_len=max_len)
+                              beam_size=beam_size, max_len=max_len, length_normalize=length_normalize)
             preds += [dict(audio_id=r.audio_id, caption=vocab.decode(x), references=list(r.captions))
                       for r, x in zip(recs, ids)]
     return caption_scores([p["caption"] for p in preds], [p["references"] for p in preds], full=full), preds

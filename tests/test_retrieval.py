@@ -421,3 +421,13 @@ def test_ast_pretrained_dir_with_other_stride_loads(tmp_path):
     assert torch.equal(same.ast.embeddings.position_embeddings, src.embeddings.position_embeddings)
     with pytest.raises(FileNotFoundError, match="ast-finetuned-audioset"):
         load_ast_pretrained(ASTEncoder(**small), tmp_path / "missing")
+
+
+def test_text_max_length_reaches_the_text_encoder_only():
+    # `max_length` is a field of AST's config (fbank frames); the caption's token limit has its own name
+    m = build_biencoder("ast-tiny", "bert-tiny", embed_dim=16, text_max_length=30, max_length=200)
+    assert m.text_encoder.max_length == 30 and m.audio_encoder.config.max_length == 200
+    m = build_biencoder("cnn14-tiny", "bert-tiny", embed_dim=16, text_max_length=30)
+    assert m.text_encoder.max_length == 30
+    ids = m.text_encoder.tokenize(["word " * 100])["input_ids"]
+    assert ids.shape[1] == 30

@@ -47,10 +47,29 @@ def test_paper_profile_has_the_reports_hyperparameters():
     assert p.retrieval.pretrain["lr"] == 1e-4 and p.retrieval.finetune["lr"] == 2e-5
     assert p.retrieval.pretrain["epochs"] == 20 and p.retrieval.pretrain["batch_size"] == 128
     assert p.captioning.xe == {"epochs": 25, "lr": 5e-4, "batch_size": 64, "warmup_steps": 3000,
-                               "schedule": "exponential", "final_lr": 5e-7}
-    assert p.captioning.scst["epochs"] == 100 and p.captioning.scst["lr"] == 5e-5
+                               "schedule": "exponential", "final_lr": 5e-7,
+                               # the authors' config where the report is silent
+                               "weight_decay": 1e-6, "max_grad_norm": 1.0, "swa_epochs": 5}
+    assert p.captioning.scst == {"epochs": 100, "lr": 5e-5, "batch_size": 64, "schedule": "constant",
+                                 "max_grad_norm": 1.0, "swa_epochs": 5}
     assert p.captioning.beam_size == 3 and p.captioning.label_smoothing == 0.1
     assert all(s.pretrained is True for s in p.retrieval.systems) and not p.data.synthetic
+    # where the report is silent: the authors' code (see the fidelity table)
+    c = p.captioning
+    assert (c.select, c.scst_items, c.scheduled_sampling_scheme, c.max_len, c.length_normalize) == \
+        ("swa", "pairs", "stepwise", 20, True)
+    assert p.data.train_crop_seconds == 10 and p.feature_extractor.text == "bert-medium"
+    assert all(spec["amp"] is False for spec in (p.retrieval.pretrain, p.retrieval.finetune, p.feature_extractor.train))
+    assert all(s.overrides.get("spec_augment", False) is False and s.overrides["text_max_length"] == 30
+               for s in [*p.retrieval.systems, p.feature_extractor])
+
+
+def test_select_swa_needs_averaged_epochs(tmp_path):
+    raw = _raw()
+    raw["captioning"]["select"] = "swa"
+    raw["captioning"]["scst"].pop("swa_epochs", None)
+    with pytest.raises(study.ProfileError, match="swa_epochs"):
+        study.load_profile(_write(tmp_path, raw))
 
 
 @pytest.mark.parametrize("patch, words", [
