@@ -59,7 +59,12 @@ class SCSTCaptioner(nn.Module):
 
     def rewards(self, tokens: torch.Tensor, references: list[list[str]]) -> np.ndarray:
         "CIDEr-D of each caption in tokens (B, L) against its (normalised) references -> (B,)."
-        return self.scorer.compute(self.texts(tokens), references)[1]
+        scorer = self.scorer
+        if scorer.table is None:    # batch document frequencies: each distinct clip's references counted once
+            distinct = list(dict.fromkeys(tuple(r) for r in references))
+            scorer = CiderD(scorer.n, scorer.sigma, corpus_references=[list(r) for r in distinct],
+                            tokenize=scorer.tokenize)
+        return scorer.compute(self.texts(tokens), references)[1]
 
     def training_step(self, batch: dict, state: Any = None) -> dict:
         feats, lens, refs = batch["features"], batch.get("feature_lengths"), batch.get("captions")

@@ -198,6 +198,7 @@ class CaptioningSpec(Config):
     scst: dict = dataclasses.field(default_factory=dict)
     scheduled_sampling_scheme: str = "stepwise"  # the authors' (CaptionConfig.ss_scheme); "token": per-token coins
     scst_items: str = "pairs"    # an SCST epoch visits (clip, caption) pairs, as the authors' dataset does, or clips
+    scst_reward_idf: str = "batch"  # CIDEr-D document frequencies of the reward: the batch's clips (authors) | corpus
     select: str = "best"         # the checkpoint evaluated and passed on: swa (the authors') | best | last
     beam_size: int = 3
     max_len: int = 30
@@ -211,6 +212,7 @@ class CaptioningSpec(Config):
         self._check(self.scheduled_sampling_scheme in ("stepwise", "token"), "scheduled_sampling_scheme",
                     "must be 'stepwise' or 'token'")
         self._check(self.scst_items in ("pairs", "clips"), "scst_items", "must be 'pairs' or 'clips'")
+        self._check(self.scst_reward_idf in ("batch", "corpus"), "scst_reward_idf", "must be 'batch' or 'corpus'")
         self._check(self.select in ("swa", "best", "last"), "select", "must be 'swa', 'best' or 'last'")
         if self.select == "swa":
             for stage in ("xe", "scst"):
@@ -412,6 +414,7 @@ def plan_runs(profile: Profile) -> list[Run]:
                         ["features"], (3,), f"train captioner {s.name} with cross-entropy"))
         runs.append(Run(f"cap_{s.name}_scst", "captioning.ipynb",
                         dict(sp, stage="scst", init_from=d(f"cap_{s.name}_xe"), scst_items=c.scst_items,
+                             scst_reward_idf=c.scst_reward_idf,
                              **_train_params(c.scst)),
                         [f"cap_{s.name}_xe"], (3,), f"fine-tune captioner {s.name} with SCST"))
     for e in c.ensembles:

@@ -114,3 +114,27 @@ def test_scst_through_fit_writes_captioner_checkpoints(tmp_path):
     rebuilt = build_from_checkpoint(tmp_path / "last.pt")
     model.eval()
     assert greedy_decode(rebuilt, feats, lens, 6) == greedy_decode(model, feats, lens, 6)
+
+
+def test_batch_document_frequencies_are_the_authors_reward():
+    # Without references_corpus the reward is the authors' compute_batch_score: pycocoevalcap's Cider over the
+    # batch, document frequencies from the references of the batch's distinct clips (a clip twice in a batch of
+    # (clip, caption) pairs counts once)
+    from pycocoevalcap.cider.cider import Cider
+    _, _, refs = tiny_problem()
+    vocab = Vocabulary.build([r for rs in refs for r in rs])
+    scst = SCSTCaptioner(build_captioner("gru", vocab_size=len(vocab), **SMALL), vocab, max_len=6)
+    batch_refs = _norm_refs([refs[0], refs[1], refs[2], refs[1]])            # clip 1 twice, as pairs may be
+    caps = ["a dog barks", "a car passes loudly", "the bird", "a car"]
+    tokens = torch.tensor([[*(vocab.encode(c, add_special=False)), vocab.eos_id] + [0] * (4 - len(c.split()))
+                           for c in caps])
+    got = scst.rewards(tokens, batch_refs)
+    keys = {0: batch_refs[0], 1: batch_refs[1], 2: batch_refs[2]}
+    for i, clip in enumerate([0, 1, 2, 1]):
+        hyps = {k: [caps[i] if k == clip else caps[k]] for k in keys}
+        _, per = Cider().compute_score(keys, hyps)
+        assert got[i] == pytest.approx(per[clip], abs=1e-6), (i, got[i], per[clip])
+    more = refs + [["a dog sings", "a dog sings loudly", "the dog sings"]]   # "dog" in two clips of the corpus
+    corpus = SCSTCaptioner(build_captioner("gru", vocab_size=len(vocab), **SMALL), vocab, references_corpus=more,
+                           max_len=6)
+    assert not np.allclose(corpus.rewards(tokens, batch_refs), got)      # corpus frequencies weigh otherwise
