@@ -24,16 +24,17 @@ from .core import (Config, ConfigError, atomic_write, data_root, get_logger, git
                         project_root, provenance, reports_root, save_json)
 
 # %% auto #0
-__all__ = ['PAPER_TABLES', 'PAPER_EMBED_DIM', 'PAPER_CAPTIONER_CONFIGS', 'AUDIO_ENCODERS', 'DECODERS', 'DATASETS', 'MARKER',
-           'TABLE_TITLES', 'ProfileError', 'DataSpec', 'RetrievalSystem', 'EnsembleSpec', 'RetrievalSpec',
+__all__ = ['PAPER_TABLES', 'PAPER_EMBED_DIM', 'PAPER_CAPTIONER_CONFIGS', 'AUDIO_ENCODERS', 'DECODERS', 'DATASETS', 'FIDELITY',
+           'MARKER', 'TABLE_TITLES', 'ProfileError', 'DataSpec', 'RetrievalSystem', 'EnsembleSpec', 'RetrievalSpec',
            'FeatureExtractorSpec', 'CaptionerSystem', 'CaptioningSpec', 'ParamCountSpec', 'Profile', 'profiles_dir',
-           'load_profile', 'profile_to_dict', 'show_profile', 'Run', 'runs_root', 'experiments_dir', 'plan_runs',
-           'select_runs', 'data_checks', 'weight_checks', 'RunFailed', 'run_status', 'execute_run', 'run_pipeline',
-           'save_run_result', 'load_run_result', 'selected_checkpoint', 'count_params', 'train_config', 'read_records',
-           'read_records_splits', 'audio_encoder_of', 'set_threads', 'retrieval_eval', 'retrieval_scores',
-           'caption_batches', 'caption_eval', 'caption_scores', 'table1', 'table2', 'chance_t2a',
-           'random_caption_scores', 'table3', 'table4', 'table_markdown', 'write_tables', 'make_figures',
-           'write_report', 'runs_markdown', 'results_markdown', 'cli_reproduce']
+           'load_profile', 'profile_to_dict', 'show_profile', 'fidelity_rows', 'fidelity_markdown', 'write_fidelity',
+           'Run', 'runs_root', 'experiments_dir', 'plan_runs', 'select_runs', 'data_checks', 'weight_checks',
+           'RunFailed', 'run_status', 'execute_run', 'run_pipeline', 'save_run_result', 'load_run_result',
+           'selected_checkpoint', 'count_params', 'train_config', 'read_records', 'read_records_splits',
+           'audio_encoder_of', 'set_threads', 'retrieval_eval', 'retrieval_scores', 'caption_batches', 'caption_eval',
+           'caption_scores', 'table1', 'table2', 'chance_t2a', 'random_caption_scores', 'table3', 'table4',
+           'table_markdown', 'write_tables', 'make_figures', 'write_report', 'runs_markdown', 'results_markdown',
+           'cli_reproduce']
 
 # %% ../nbs/40_study.ipynb #4430ad66
 _T3_COLS = ("bleu_4", "rouge_l", "meteor", "cider_d", "spice", "spider")  # B@4, R, M, C, S, SD
@@ -327,6 +328,119 @@ def show_profile(p: Profile | str, file=None) -> Profile:
     return p
 
 # %% ../nbs/40_study.ipynb #993b1217
+_AUTHORS = "wsntxxn/AudioCaption@dcase2022"
+_CLAP = "wsntxxn/DCASE2022T6_CLAP"
+FIDELITY: list[tuple[str, str, str, str, str, str]] = [
+    # (area, setting, the report, the authors' code, its source, this profile: a path into the profile, or "=text")
+    ("retrieval", "epochs (pre-train, fine-tune)", "20, 20", "iteration-based trainer", f"{_CLAP} trainer/ddp_trainer.py",
+     "retrieval.pretrain.epochs, retrieval.finetune.epochs"),
+    ("retrieval", "batch size", "128", "128", f"{_CLAP} configs/data.json", "retrieval.finetune.batch_size"),
+    ("retrieval", "peak LR (pre-train, fine-tune)", "1e-4, 2e-5", "1e-4", f"{_CLAP} configs/cnn14_bertmedium.json",
+     "retrieval.pretrain.lr, retrieval.finetune.lr"),
+    ("retrieval", "LR schedule", "linear warm-up (1 epoch), cosine", "cosine with warm-up",
+     f"{_CLAP} utils/lr_scheduler.py", "retrieval.finetune.schedule, retrieval.finetune.warmup_epochs"),
+    ("retrieval", "SpecAugment", "not stated", "off (applied only when asked; the trainer never asks; AST has none)",
+     f"{_CLAP} models/audio_encoder.py", "retrieval.systems[*].overrides.spec_augment"),
+    ("retrieval", "training crop of longer clips", "not stated", "random 10-s window", f"{_CLAP} data_loader.py, "
+     "configs/data.json (audio_duration)", "data.train_crop_seconds"),
+    ("retrieval", "precision", "not stated", "fp32 (no autocast)", f"{_CLAP} trainer/ddp_trainer.py",
+     "retrieval.finetune.amp"),
+    ("retrieval", "caption tokens", "not stated", "30", f"{_CLAP} configs/data.json (max_text_length)",
+     "retrieval.systems[*].overrides.text_max_length"),
+    ("retrieval", "training items", "not stated", "(clip, caption) pairs", f"{_CLAP} data_loader.py "
+     "(AudioSingleTextDataset)", "=pairs (nbs/experiments/retrieval.ipynb)"),
+    ("retrieval", "negatives", "not stated", "embeddings all-gathered across GPUs (global batch)",
+     f"{_CLAP} trainer/ddp_trainer.py", "=one process: the batch (multi-GPU: issue #15)"),
+    ("feature extractor", "architecture", "a retrieval model on Clotho + AudioCaps + MACS", "CNN14 + BERT-medium "
+     "(contrastive_pretrain_cnn14_bertm.pth)", f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml",
+     "feature_extractor.audio, feature_extractor.text"),
+    ("captioning", "BiGRU encoder", "256 x 3 (Table 1)", "hidden 256, 3 layers, bidirectional",
+     f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml", "=CaptionConfig: enc_hidden 256, enc_layers 3"),
+    ("captioning", "BiGRU dropout", "not stated", "0.5", f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml",
+     "=CaptionConfig.enc_dropout 0.5"),
+    ("captioning", "decoder dropout", "not stated", "0.2", f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml",
+     "=CaptionConfig.dropout 0.2"),
+    ("captioning", "XE epochs", "25", "25", f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml", "captioning.xe.epochs"),
+    ("captioning", "XE batch size", "64", "32 (the data config; the dcase2022 config keeps it)",
+     f"{_AUTHORS} eg_configs/clotho_v2/waveform/train_data.yaml", "captioning.xe.batch_size"),
+    ("captioning", "XE LR schedule", "warm-up to 5e-4 over 3,000 iterations, exponential decay to 5e-7", "the same",
+     f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml", "captioning.xe.lr, captioning.xe.warmup_steps, "
+     "captioning.xe.final_lr"),
+    ("captioning", "weight decay (XE, SCST)", "not stated", "1e-6, 0", f"{_AUTHORS} eg_configs/dcase2022/"
+     "cnn14rnn_2trm{,_scst}.yaml", "captioning.xe.weight_decay, captioning.scst.weight_decay"),
+    ("captioning", "gradient clipping (XE, SCST)", "not stated", "norm 1.0, 1.0", f"{_AUTHORS} eg_configs/dcase2022/"
+     "cnn14rnn_2trm{,_scst}.yaml", "captioning.xe.max_grad_norm, captioning.scst.max_grad_norm"),
+    ("captioning", "label smoothing", "0.1", "0.1", f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml",
+     "captioning.label_smoothing"),
+    ("captioning", "scheduled sampling", "teacher forcing 1 -> 0.7, linear", "the same, per iteration",
+     f"{_AUTHORS} python_scripts/train_eval/run.py", "captioning.scheduled_sampling"),
+    ("captioning", "how predictions are fed", "not stated", "one coin per step for the batch; lost: the model's own "
+     "outputs so far", f"{_AUTHORS} captioning/models/transformer_model.py, attn_model.py",
+     "captioning.scheduled_sampling_scheme"),
+    ("captioning", "caption length", "not stated", "20 words in training, 20 tokens decoded",
+     f"{_AUTHORS} captioning/datasets/text_tokenizer.py, eg_configs/clotho_v2/waveform/test.yaml", "captioning.max_len"),
+    ("captioning", "weight averaging (XE, SCST)", "not stated", "last 5 epochs (swa.start 21, 96)",
+     f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm{{,_scst}}.yaml, python_scripts/train_eval/run.py",
+     "captioning.xe.swa_epochs, captioning.scst.swa_epochs"),
+    ("captioning", "checkpoint tested and passed on", "not stated", "the average (swa.pth): SCST starts from the XE "
+     "average; the ensembles take averages", f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm_scst.yaml, ensemble.yaml",
+     "captioning.select"),
+    ("captioning", "SCST epochs, LR", "100, 5e-5", "100, 5e-5 constant", f"{_AUTHORS} eg_configs/dcase2022/"
+     "cnn14rnn_2trm_scst.yaml", "captioning.scst.epochs, captioning.scst.lr"),
+    ("captioning", "SCST epoch", "not stated", "every (clip, caption) pair, ~5 visits per clip",
+     f"{_AUTHORS} captioning/datasets/caption_dataset.py", "captioning.scst_items"),
+    ("captioning", "SCST reward", "CIDEr-D, greedy baseline", "pycocoevalcap Cider() per batch: document "
+     "frequencies from the batch's clips", f"{_AUTHORS} captioning/models/rl_model.py, captioning/utils/model_util.py",
+     "captioning.scst_reward_idf"),
+    ("captioning", "beam size", "3", "3", f"{_AUTHORS} eg_configs/dcase2022/ensemble.yaml", "captioning.beam_size"),
+    ("captioning", "beam ranking", "not stated", "finished beams leave the beam; log-probability per token",
+     f"{_AUTHORS} captioning/models/base.py (beam_search)", "captioning.length_normalize"),
+    ("captioning", "ensembles", "ensembled", "mean of the members' log-probabilities, normalised again",
+     f"{_AUTHORS} python_scripts/train_eval/ensemble.py", "=aacnb.decoding.Stepper (always)"),
+]
+
+def _profile_value(d: dict, path: str):
+    "The value at a dotted path of the profile's dict; `[*]` lists every system's (distinct values, in order)."
+    head, _, rest = path.partition(".")
+    if head.endswith("[*]"):
+        vals = [_profile_value(x, rest) for x in d.get(head[:-3], [])]
+        return ", ".join(dict.fromkeys(str(v) for v in vals if v is not None)) or None   # systems without it: skipped
+    v = d.get(head) if isinstance(d, dict) else None
+    return _profile_value(v, rest) if rest and v is not None else v
+
+def fidelity_rows(profile: Profile) -> list[dict]:
+    "The FIDELITY table with this profile's values filled in from the profile itself."
+    from aacnb.training import TrainConfig
+    d, defaults = profile_to_dict(profile), {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    def one(path: str) -> str:
+        v = _profile_value(d, path)
+        if v is None and path.rpartition(".")[2] in defaults:       # a training field the profile leaves alone
+            return f"{defaults[path.rpartition('.')[2]]} (default)"
+        return "not set" if v is None or v == "" else str(v)
+    def value(spec: str) -> str:
+        return spec[1:] if spec.startswith("=") else ", ".join(one(part.strip()) for part in spec.split(","))
+    return [dict(area=a, setting=s, report=r, authors=c, source=src, profile=value(spec))
+            for a, s, r, c, src, spec in FIDELITY]
+
+def fidelity_markdown(profile: Profile) -> str:
+    "The fidelity table of `profile` as a Markdown document."
+    rows = fidelity_rows(profile)
+    head = (f"# Fidelity of the `{profile.name}` profile\n\nEvery setting that changes the results, with the value "
+            f"the report states, the value in the authors' public code (and the file it is read from), and the value "
+            f"this profile runs with (read from `{Path(profile.source).name}`). Generated by "
+            f"`aacnb.study.fidelity_markdown`; edit the profile or `aacnb.study.FIDELITY`, not this file.\n\n")
+    cols = {"area": "Area", "setting": "Setting", "report": "Report", "authors": "Authors' code",
+            "profile": f"`{profile.name}` profile", "source": "Source"}
+    return head + _md_table([{cols[k]: r[k] for k in cols} for r in rows], list(cols.values())) + "\n"
+
+def write_fidelity(profile: Profile) -> Path:
+    "Write `reports/<profile>/README.md`: the profile's fidelity table."
+    path = reports_root() / profile.name / "README.md"
+    with atomic_write(path, encoding="utf-8") as f:
+        f.write(fidelity_markdown(profile))
+    return path
+
+# %% ../nbs/40_study.ipynb #3287332d
 @dataclasses.dataclass
 class Run:
     name: str                    # also the run's folder name
@@ -350,7 +464,7 @@ def experiments_dir() -> Path:
         raise FileNotFoundError(f"experiment notebooks not found at {d}: run the study from a checkout of aacnb")
     return d
 
-# %% ../nbs/40_study.ipynb #9d542f05
+# %% ../nbs/40_study.ipynb #71b3074b
 def _train_params(spec: dict, prefix: str = "") -> dict:
     "A training spec as flat papermill parameters (`train_epochs`, `train_lr`, ...), JSON for the rest."
     return {f"{prefix}train": json.dumps(spec, sort_keys=True)}
@@ -437,7 +551,7 @@ def select_runs(runs: list[Run], tables: Iterable[int] | None = None) -> list[Ru
             if dep not in want: want.add(dep); stack.append(dep)
     return [r for r in runs if r.name in want]
 
-# %% ../nbs/40_study.ipynb #71b3074b
+# %% ../nbs/40_study.ipynb #41c6ea54
 def _csv_column(path: Path, column: str) -> list[str]:
     raw = path.read_bytes()
     text = raw.decode("utf-8") if _is_utf8(raw) else raw.decode("latin-1")  # the real Clotho CSVs mix encodings
@@ -494,7 +608,7 @@ def data_checks(profile: Profile) -> list[tuple[str, bool, str]]:
             out.append(_audio_check("MACS audio", files, m / "audio"))
     return out
 
-# %% ../nbs/40_study.ipynb #df1dc4cf
+# %% ../nbs/40_study.ipynb #561c636f
 def _weights_status(name: str, kind: str) -> tuple[bool, str]:
     if kind == "audio":
         from aacnb.retrieval import _default_audio_weights, _ALIASES
@@ -531,7 +645,7 @@ def weight_checks(profile: Profile) -> list[tuple[str, bool, str]]:
         out.append((f"weights {name} (for {who})", ok, detail))
     return out
 
-# %% ../nbs/40_study.ipynb #561c636f
+# %% ../nbs/40_study.ipynb #4d344289
 MARKER = "COMPLETE.json"
 
 class RunFailed(RuntimeError):
@@ -584,7 +698,7 @@ def execute_run(run: Run, root: Path, force: bool = False, log=None) -> dict:
     save_json(marker, out_dir / MARKER)
     return marker
 
-# %% ../nbs/40_study.ipynb #95bad65a
+# %% ../nbs/40_study.ipynb #349cd3a1
 def run_pipeline(profile: Profile | str, tables: Iterable[int] | None = None, force: bool = False,
                  dry_run: bool = False, report: bool = True, out=None) -> dict:
     "Run (or, with `dry_run`, list) the study for `profile`; return {'ran', 'skipped', 'seconds', ...}."
@@ -593,6 +707,7 @@ def run_pipeline(profile: Profile | str, tables: Iterable[int] | None = None, fo
     root = runs_root(p)
     runs = select_runs(plan_runs(p), tables)
     say = lambda *a: print(*a, file=out, flush=True)
+    say(f"fidelity table: {write_fidelity(p)}")
     if dry_run:
         say(f"\n# dry run: {len(runs)} runs for profile {p.name}" + (f", tables {sorted(tables)}" if tables else ""))
         status = {}
@@ -627,7 +742,7 @@ def run_pipeline(profile: Profile | str, tables: Iterable[int] | None = None, fo
     say(f"study {p.name}: {len(res['ran'])} runs executed, {len(skipped)} skipped, {res['total_seconds']:.1f} s")
     return res
 
-# %% ../nbs/40_study.ipynb #e3832af0
+# %% ../nbs/40_study.ipynb #a2502fd0
 def save_run_result(out_dir, kind: str, metrics: dict, *, run_name: str = "", profile: str = "", seed=None,
                     n_params: int | None = None, checkpoint=None, log_csv=None, note: str = "", **extra) -> Path:
     "Write `<out_dir>/metrics.json` (atomically), copying the training log to `<out_dir>/log.csv`."
@@ -702,7 +817,7 @@ def set_threads(n: int) -> None:
     import torch
     if n and n > 0: torch.set_num_threads(n)
 
-# %% ../nbs/40_study.ipynb #a2502fd0
+# %% ../nbs/40_study.ipynb #afe7ecc9
 def retrieval_eval(model, records: list, batch_size: int = 64, max_seconds: float | None = None,
                    device: str = "cpu", return_similarity: bool = False) -> dict:
     "Text-to-audio scores of `model` (a BiEncoder) on `records`: {'t2a': {...}, 'a2t': {...}?, 'similarity'?}."
@@ -774,7 +889,7 @@ def caption_scores(predictions: list[str], references: list[list[str]], full: bo
     from aacnb.text import tokenize  # lower case, no punctuation: what the PTB tokenizer does before CIDEr-D
     return {"cider_d": float(CiderD(tokenize=tokenize).compute(predictions, references)[0])}  # the fast CIDEr-D alone
 
-# %% ../nbs/40_study.ipynb #afe7ecc9
+# %% ../nbs/40_study.ipynb #e7e7d2a1
 def _fmt(v, nd=1):
     if v is None or (isinstance(v, float) and v != v): return "n/a"
     return f"{v:.{nd}f}" if isinstance(v, (int, float)) else str(v)
@@ -899,7 +1014,7 @@ def table4(p: Profile) -> list[dict]:
         add(f"ensemble {e.name}", e.paper, _result(p, f"ret_ens_{e.name}"), " + ".join(e.members))
     return rows
 
-# %% ../nbs/40_study.ipynb #e7e7d2a1
+# %% ../nbs/40_study.ipynb #ad0a0a18
 _T3_SHORT = dict(bleu_4="B@4", rouge_l="R", meteor="M", cider_d="C", spice="S", spider="SD")
 TABLE_TITLES = {1: "Table 1: captioning models, parameters (M)", 2: "Table 2: retrieval models, parameters (M)",
                 3: "Table 3: captioning scores after XE and after SCST (ours / paper)",
@@ -956,7 +1071,7 @@ def write_tables(profile: Profile | str, tables: Iterable[int] = (1, 2, 3, 4)) -
         res[n] = rows
     return res
 
-# %% ../nbs/40_study.ipynb #0ce365e5
+# %% ../nbs/40_study.ipynb #8ded1cd4
 def _log_frame(p: Profile, runs: list[tuple[str, list[str]]]):
     "Training-loss rows of each (label, [run, run, ...]); later runs continue the step axis (pre-train -> fine-tune)."
     import pandas as pd
@@ -1036,7 +1151,7 @@ def make_figures(profile: Profile | str, tables: dict | None = None) -> dict[int
     paths[4] = _save_fig(fig, out / "table4.png")
     return paths
 
-# %% ../nbs/40_study.ipynb #8ded1cd4
+# %% ../nbs/40_study.ipynb #3938c99e
 def write_report(profile: Profile | str) -> Path:
     "Execute the report notebook into `reports/<profile>/report.ipynb` and export `report.html`; return the HTML path."
     import papermill as pm, nbformat
@@ -1078,7 +1193,7 @@ def results_markdown(profile: Profile | str = "tiny") -> str:
     parts = [(out / f"table{n}.md").read_text(encoding="utf-8") for n in (1, 2, 3, 4) if (out / f"table{n}.md").exists()]
     return "\n".join(parts)
 
-# %% ../nbs/40_study.ipynb #5d43d298
+# %% ../nbs/40_study.ipynb #cf4f2f9a
 def cli_reproduce(argv: list[str] | None = None) -> int:
     "`aacnb reproduce --profile tiny|paper|PATH [--table N] [--force] [--dry-run]`"
     ap = argparse.ArgumentParser(prog="aacnb reproduce", description="Run the study for a profile and write "

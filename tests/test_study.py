@@ -315,3 +315,15 @@ def test_fast_cider_d_tokenizes_references_like_the_full_evaluation():
     clean = study.caption_scores(preds, [[r.lower().replace(".", "").replace(",", "") for r in rs] for rs in refs],
                                  full=False)["cider_d"]
     assert raw == pytest.approx(clean, abs=1e-12) and raw > 0.5
+
+
+def test_committed_fidelity_table_is_current():
+    # reports/paper/README.md is generated from the profile and aacnb.study.FIDELITY: it must not drift
+    from aacnb.core import project_root
+    p = study.load_profile("paper")
+    committed = project_root() / "reports" / "paper" / "README.md"
+    assert committed.read_text(encoding="utf-8") == study.fidelity_markdown(p), \
+        "reports/paper/README.md is stale: run python -c 'from aacnb import study; study.write_fidelity(study.load_profile(\"paper\"))'"
+    rows = {r["setting"]: r for r in study.fidelity_rows(p)}
+    assert rows["checkpoint tested and passed on"]["profile"] == "swa"
+    assert rows["caption length"]["profile"] == "20"
