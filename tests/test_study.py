@@ -229,7 +229,8 @@ def _smoke_profile(tmp_path) -> Path:
                       "ensembles": [{"name": "system1", "members": ["cnn14_bertm"], "paper": "Ensemble"}]},
         "feature_extractor": {"audio": "cnn14", "text": "bert-tiny", "overrides": {"width": 0.0625},
                               "train": {"epochs": 1, "lr": 1e-3, "batch_size": 32}},
-        "captioning": {"xe": {"epochs": 2, "lr": 2e-3, "batch_size": 32}, "scst": {"epochs": 1, "lr": 5e-5, "batch_size": 16},
+        "captioning": {"xe": {"epochs": 2, "lr": 2e-3, "batch_size": 32, "swa_epochs": 2},
+                       "scst": {"epochs": 1, "lr": 5e-5, "batch_size": 16, "swa_epochs": 1}, "select": "swa",
                        "beam_size": 2, "max_len": 12,
                        "systems": [{"name": "transformer2_s0", "paper": "two-layer Transformer", "decoder": "transformer",
                                     "num_layers": 2, "seed": 0,
@@ -260,6 +261,14 @@ def test_smoke_run_end_to_end_then_rerun_skips(tmp_path, capsys):
         assert (runs / f"{r}.ipynb").exists() and (runs / r / study.MARKER).exists() and (runs / r / "metrics.json").exists()
     assert (runs / "cap_transformer2_s0_xe" / "log.csv").exists()
 
+    # the paper's recipe: the SWA average is tested and passed on; an SCST epoch visits (clip, caption) pairs
+    n_pairs = sum(len(r.captions) for r in study.read_records_splits(tmp_path / "corpus")["train"])
+    for stage in ("xe", "scst"):
+        res_ = study.load_run_result(runs / f"cap_transformer2_s0_{stage}")
+        assert res_["selected"] == "swa" and study.selected_checkpoint(runs / f"cap_transformer2_s0_{stage}").name == "swa.pt"
+    scst_log = _csv(runs / "cap_transformer2_s0_scst" / "log.csv")
+    assert int(scst_log[-1]["step"]) == -(-n_pairs // 16), (n_pairs, scst_log[-1])
+
     # the tables hold computed numbers, with profile, seed and commit per row
     t4 = {r["system"]: r for r in _csv(rep / "table4.csv")}
     for sysname in ("cnn14_bertm", "ensemble system1"):
@@ -283,7 +292,7 @@ def test_smoke_run_end_to_end_then_rerun_skips(tmp_path, capsys):
     from aacnb.cli import main as cli
     ev = sorted((tmp_path / "corpus" / "CLOTHO_v2.1" / "clotho_audio_files" / "evaluation").glob("*.wav"))
     capsys.readouterr()
-    assert cli(["caption", "--model", str(runs / "cap_transformer2_s0_scst" / "train" / "best.pt"), "--json",
+    assert cli(["caption", "--model", str(runs / "cap_transformer2_s0_scst" / "train" / "swa.pt"), "--json",
                 str(ev[0])]) == 0
     assert ev[0].name in capsys.readouterr().out
     assert cli(["search", "--model", str(runs / "ret_cnn14_bertm_finetune" / "train" / "best.pt"), "--folder",
