@@ -441,6 +441,11 @@ def write_fidelity(profile: Profile) -> Path:
     return path
 
 # %% ../nbs/40_study.ipynb #3287332d
+_FINGERPRINT = 2  # markers record it: 2 = places hashed as what they stand for (before: as typed, no field)
+
+def _digest(d: dict) -> str:
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
 @dataclasses.dataclass
 class Run:
     name: str                    # also the run's folder name
@@ -449,8 +454,10 @@ class Run:
     deps: list = dataclasses.field(default_factory=list)
     tables: tuple = ()           # tables that need this run
     desc: str = ""
+    places: dict = dataclasses.field(default_factory=dict)  # params naming a place -> what it stands for (plan_runs)
     def param_hash(self) -> str:
-        return hashlib.sha1(json.dumps(self.params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        "The run's fingerprint: its parameters, each place (profile file, run folder, data root) as what it stands for."
+        return _digest({**self.params, **self.places})
 
 def runs_root(profile: Profile) -> Path:
     "`reports/runs/<profile>/` (moved by `$AACNB_REPORTS`)."
@@ -538,7 +545,35 @@ def plan_runs(profile: Profile) -> list[Run]:
                              members_scst=",".join(d(f"cap_{m}_scst") for m in e.members)),
                         [f"cap_{m}_{st}" for m in e.members for st in ("xe", "scst")], (3,),
                         f"captioning ensemble {e.name}"))
+    _fill_places(runs, p, root)
     return runs
+
+# the files that say which dataset a root holds: caption CSVs and manifests (the root or the dataset's own folder)
+_DATA_MANIFESTS = ("CLOTHO_v2.1/clotho_csv_files/*.csv", "clotho_csv_files/*.csv", "AUDIOCAPS/csv_files/*.csv",
+                   "csv_files/*.csv", "MACS/MACS.yaml", "MACS.yaml")
+
+def _data_identity(p: Profile, runs: list[Run]) -> str:
+    "What the data is, not where: a synthetic corpus by its generator's parameters, else a digest of the caption files."
+    corpus = next((r for r in runs if r.name == "corpus"), None)
+    if corpus is not None:
+        return "synthetic:" + _digest({k: v for k, v in corpus.params.items() if k not in ("profile", "data_root")})
+    root, h = p.data.path(), hashlib.sha1()
+    for f in sorted({f for pattern in _DATA_MANIFESTS for f in root.glob(pattern) if f.is_file()}):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha1(f.read_bytes()).digest())
+    return "data:" + h.hexdigest()[:16]
+
+def _fill_places(runs: list[Run], p: Profile, root: Path) -> None:
+    "Record in each run what its places stand for (see above), so that its fingerprint ignores where things lie."
+    by_folder = {str(root / r.name): r for r in runs}
+    data = _data_identity(p, runs)
+    for r in runs:  # in plan order: the runs a run depends on have their fingerprints already
+        for k, v in r.params.items():
+            if k == "profile":
+                r.places[k] = p.name
+            elif k == "data_root":
+                r.places[k] = p.data.root if r.name == "corpus" else data
+            elif isinstance(v, str) and v and all(x in by_folder for x in v.split(",")):
+                r.places[k] = ",".join(f"{by_folder[x].name}@{by_folder[x].param_hash()}" for x in v.split(","))
 
 def select_runs(runs: list[Run], tables: Iterable[int] | None = None) -> list[Run]:
     "The runs `tables` need (all when None), with everything they depend on, in plan order."
@@ -654,26 +689,72 @@ class RunFailed(RuntimeError):
         super().__init__(message)
         self.run, self.notebook, self.cell = run, notebook, cell
 
+def _same_params_v1(old: dict, run: Run) -> bool:
+    "Parameters a marker recorded before fingerprints (places as typed) against `run`'s: equal up to where things lie."
+    old = {k: v for k, v in old.items() if k not in ("run_name", "out_dir")}
+    new = json.loads(json.dumps(run.params, default=str))
+    if set(old) != set(new): return False
+    for k, v in new.items():
+        if k == "profile" or old[k] == v: continue  # the profile: the runs' folder, shared only under its name
+        if k not in run.places or not isinstance(old[k], str): return False
+        if [Path(x).name for x in old[k].split(",")] != [Path(x).name for x in v.split(",")]: return False
+    return True
+
+def _recorded_for(path: Path, run: Run) -> bool:
+    "Whether the COMPLETE.json / STARTED.json at `path` was written for `run` (its fingerprint, or its parameters)."
+    with contextlib.suppress(ValueError, FileNotFoundError, AttributeError):
+        rec = load_json(path)
+        if rec.get("param_hash") == run.param_hash(): return True
+        return "fingerprint" not in rec and _same_params_v1(rec.get("params") or {}, run)
+    return False
+
 def run_status(run: Run, root: Path) -> str:
     "'complete', 'stale' (done with other parameters) or 'missing'."
     m = root / run.name / MARKER
     if not m.exists(): return "missing"
-    with contextlib.suppress(ValueError, FileNotFoundError):
-        if load_json(m).get("param_hash") == run.param_hash(): return "complete"
-    return "stale"
+    return "complete" if _recorded_for(m, run) else "stale"
 
-def execute_run(run: Run, root: Path, force: bool = False, log=None) -> dict:
-    "Execute one run's notebook with papermill; write `COMPLETE.json` last. Raise `RunFailed` on error."
+def _set_aside(folder: Path) -> Path:
+    "Move a run's folder, and its executed notebook into it, to `<run>.old-<UTC time>` beside it; delete nothing."
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest, n = folder.with_name(f"{folder.name}.old-{stamp}"), 1
+    while dest.exists():
+        dest, n = folder.with_name(f"{folder.name}.old-{stamp}-{n}"), n + 1
+    os.rename(folder, dest)
+    nb = folder.with_name(f"{folder.name}.ipynb")
+    if nb.exists(): os.rename(nb, dest / nb.name)
+    return dest
+
+def _upgrade_marker(run: Run, root: Path) -> bool:
+    "Rewrite a complete run's marker from before fingerprints with its fingerprint; whether it did."
+    m = root / run.name / MARKER
+    rec = load_json(m)
+    if "fingerprint" in rec: return False
+    save_json(dict(rec, param_hash=run.param_hash(), fingerprint=_FINGERPRINT, places=run.places,
+                   param_hash_before=rec.get("param_hash")), m)
+    return True
+
+def execute_run(run: Run, root: Path, force: bool = False, log=None, say=None) -> dict:
+    """Execute one run's notebook with papermill; write `COMPLETE.json` last. Raise `RunFailed` on error.
+    A folder it does not resume is moved aside, never deleted; `log` (a logger) and `say` (a print) report where."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     log = log or get_logger("aacnb.study")
     out_dir, out_nb = root / run.name, root / f"{run.name}.ipynb"
     started = out_dir / "STARTED.json"  # an interrupted run resumes only with the parameters it started with
-    if out_dir.exists() and (force or not started.exists() or load_json(started).get("param_hash") != run.param_hash()):
-        shutil.rmtree(out_dir)
+    done = out_dir / MARKER  # a finished run is resumed (a no-op) only if it finished with this run's parameters
+    resumes = _recorded_for(started, run) and (not done.exists() or _recorded_for(done, run))
+    moved = None
+    if out_dir.exists() and (force or not resumes):
+        state = "finished" if done.exists() else "unfinished"
+        moved = _set_aside(out_dir)
+        note = f"run {run.name}: moved the previous {state} run to {moved} (nothing deleted)"
+        log.warning(note)
+        if say: say(note)
     with contextlib.suppress(FileNotFoundError): (out_dir / MARKER).unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_json({"param_hash": run.param_hash(), "params": run.params}, started)
+    save_json({"param_hash": run.param_hash(), "fingerprint": _FINGERPRINT, "params": run.params,
+               "places": run.places}, started)
     src = experiments_dir() / run.notebook
     tmp = root / f".{run.name}.tmp.ipynb"
     params = dict(run.params, run_name=run.name, out_dir=str(out_dir))
@@ -693,8 +774,9 @@ def execute_run(run: Run, root: Path, force: bool = False, log=None) -> dict:
     if not (out_dir / "metrics.json").exists():
         raise RunFailed(f"run {run.name!r} finished but wrote no metrics.json in {out_dir} (see {out_nb})",
                         run.name, str(out_nb))
-    marker = dict(run=run.name, param_hash=run.param_hash(), notebook=str(out_nb), seconds=round(time.time() - t0, 1),
-                  params=params, provenance=provenance())
+    marker = dict(run=run.name, param_hash=run.param_hash(), fingerprint=_FINGERPRINT, notebook=str(out_nb),
+                  seconds=round(time.time() - t0, 1), params=params, places=run.places, provenance=provenance(),
+                  **({"previous": str(moved)} if moved else {}))
     save_json(marker, out_dir / MARKER)
     return marker
 
@@ -715,6 +797,9 @@ def run_pipeline(profile: Profile | str, tables: Iterable[int] | None = None, fo
             status[r.name] = run_status(r, root)
             what = "skip (complete)" if status[r.name] == "complete" and not force else "would run"
             say(f"  {r.name:<32} {r.notebook:<26} {what:<16} {r.desc}" + (f"  <- {', '.join(r.deps)}" if r.deps else ""))
+        redo = [n for n, s in status.items() if s == "stale" or (force and (root / n).exists())]
+        if redo:
+            say(f"  ({len(redo)} existing run folder(s) would be moved aside as <run>.old-<UTC time>, not deleted)")
         checks = data_checks(p) + weight_checks(p)
         say("\n# checks")
         for what, ok, detail in checks:
@@ -726,10 +811,11 @@ def run_pipeline(profile: Profile | str, tables: Iterable[int] | None = None, fo
         st = run_status(r, root)
         upstream = [d for d in r.deps if d in executed]
         if st == "complete" and not force and not upstream:
-            skipped.append(r.name); say(f"[{i + 1}/{len(runs)}] {r.name}: complete, skipped"); continue
+            upgraded = " (marker rewritten with its fingerprint)" if _upgrade_marker(r, root) else ""
+            skipped.append(r.name); say(f"[{i + 1}/{len(runs)}] {r.name}: complete, skipped{upgraded}"); continue
         why = "forced" if force else ("upstream re-ran" if upstream else st)
         say(f"[{i + 1}/{len(runs)}] {r.name}: running {r.notebook} ({why}) ...")
-        m = execute_run(r, root, force=force or bool(upstream), log=None)
+        m = execute_run(r, root, force=force or bool(upstream), log=None, say=lambda s: say(f"[{i + 1}/{len(runs)}] {s}"))
         executed.add(r.name); seconds[r.name] = m["seconds"]
         say(f"[{i + 1}/{len(runs)}] {r.name}: done in {m['seconds']:.1f} s")
     res = dict(runs=[r.name for r in runs], ran=[r.name for r in runs if r.name in executed], skipped=skipped,

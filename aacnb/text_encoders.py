@@ -79,10 +79,10 @@ def load_tokenizer(name: str):
     from transformers import AutoTokenizer
     source, entry = _resolve(name)
     try:
-        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+        return AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as e:
         if entry.get("uncased_wordpiece"):
-            return AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
+            return AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True, trust_remote_code=False)
         raise _missing(source, "tokenizer", e) from e
 
 # %% ../nbs/11_text_encoders.ipynb #b0f2d87c
@@ -103,7 +103,7 @@ class TextEncoder(nn.Module):
             if config_overrides:
                 raise ValueError(f"config overrides {sorted(config_overrides)} only apply to pretrained=False")
             try:
-                self.model = AutoModel.from_pretrained(source, local_files_only=True)
+                self.model = AutoModel.from_pretrained(source, local_files_only=True, trust_remote_code=False)
             except (OSError, ValueError) as e:
                 raise _missing(source, "pretrained weights", e) from e
         else:
@@ -112,7 +112,8 @@ class TextEncoder(nn.Module):
                 config = AutoConfig.for_model(kw.pop("model_type"), **kw)
             else:
                 try:
-                    config = AutoConfig.from_pretrained(source, local_files_only=True, **config_overrides)
+                    config = AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=False,
+                                                        **config_overrides)
                 except (OSError, ValueError) as e:
                     raise _missing(source, "config", e) from e
             self.model = AutoModel.from_config(config)

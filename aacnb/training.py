@@ -23,8 +23,9 @@ from .core import (Config, ConfigError, atomic_write, get_device, get_logger, pr
                         seed_everything)
 
 # %% auto #0
-__all__ = ['TrainConfig', 'LRMultiplier', 'warmup_steps_for', 'make_scheduler', 'TrainState', 'to_device', 'epoch_batches',
-           'load_checkpoint', 'build_from_checkpoint', 'TrainResult', 'WeightAverage', 'make_optimizer', 'fit']
+__all__ = ['BUILDERS', 'TrainConfig', 'LRMultiplier', 'warmup_steps_for', 'make_scheduler', 'TrainState', 'to_device',
+           'epoch_batches', 'load_checkpoint', 'register_builder', 'checkpoint_builder', 'build_from_checkpoint',
+           'TrainResult', 'WeightAverage', 'make_optimizer', 'fit']
 
 # %% ../nbs/13_training.ipynb #abb9cd3e
 @dataclasses.dataclass
@@ -242,19 +243,60 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None,
             raise RuntimeError(f"the weights in {path} do not fit {type(model).__name__}: {e}") from e
     return ckpt
 
+# The builders a checkpoint may name: the package's own (imported on first use) and those `register_builder`
+# added. A checkpoint is data: loading one never imports or calls a function just because the file names it.
+BUILDERS: dict[str, Callable | None] = dict.fromkeys([
+    "aacnb.retrieval:build_biencoder",   # retrieval runs and the captioners' feature extractor (`aacnb search`)
+    "aacnb.captioning:build_captioner",  # captioning runs, XE and SCST (`aacnb caption`)
+    "aacnb.encoders:Cnn14", "aacnb.encoders:WavegramLogmelCnn14", "aacnb.encoders:ASTEncoder",  # a bare audio encoder
+])
+# keyword arguments that would make a builder read other files (pretrained weights): a checkpoint holds its own
+_FILE_KWARGS = {"aacnb.retrieval:build_biencoder": ("pretrained", "audio_weights", "text_weights")}
+
+def register_builder(name: str, fn: Callable) -> Callable:
+    "Let checkpoints whose `model_config['builder']` is `name` be rebuilt by `fn` (your own models); returns `fn`."
+    if not isinstance(name, str) or not name or not callable(fn):
+        raise TypeError(f"register_builder needs a non-empty name and a function, got {name!r}, {fn!r}")
+    BUILDERS[name] = fn
+    return fn
+
+def checkpoint_builder(name: Any, path: str | Path = "a checkpoint") -> Callable:
+    "The registered function a checkpoint's builder `name` stands for; any other name is refused, never imported."
+    if not isinstance(name, str) or name not in BUILDERS:
+        raise ValueError(f"{path}: model_config builder {name!r} is not a registered model builder, so it is neither "
+                         f"imported nor called (a checkpoint must not choose the code that loads it). Registered: "
+                         f"{', '.join(sorted(BUILDERS))}. For your own model, call "
+                         f"aacnb.training.register_builder({name!r}, function) before loading it.")
+    if BUILDERS[name] is None:
+        module, _, attr = name.partition(":")
+        BUILDERS[name] = getattr(importlib.import_module(module), attr)
+    return BUILDERS[name]
+
+def _plain(v) -> bool:
+    "JSON-like data: None, bool, number, string, and lists / string-keyed dicts of them."
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_plain(x) for x in v)
+    return isinstance(v, dict) and all(isinstance(k, str) and _plain(x) for k, x in v.items())
+
 def build_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
-    "Rebuild the model a checkpoint was trained as (its `model_config` builder + kwargs), load its weights, eval mode."
+    "Rebuild the model a checkpoint was trained as (a registered builder + its kwargs), load its weights, eval mode."
     ckpt = load_checkpoint(path, map_location=map_location)
     mc = ckpt.get("model_config")
-    if not mc or "builder" not in mc:
-        raise ValueError(f"{path} has no model_config with a 'builder'; train with "
-                         f"fit(..., model_config={{'builder': 'module:function', 'kwargs': {{...}}}})")
-    module, _, name = mc["builder"].partition(":")
-    try:
-        builder = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"{path}: model_config builder {mc['builder']!r} cannot be imported: {e}") from e
-    model = builder(**mc.get("kwargs", {}))
+    if not isinstance(mc, dict) or "builder" not in mc:
+        raise ValueError(f"{path} has no model_config with a 'builder'; train with fit(..., model_config="
+                         f"{{'builder': 'module:function', 'kwargs': {{...}}}}) naming a builder in BUILDERS")
+    builder = checkpoint_builder(mc["builder"], path)
+    kwargs = mc.get("kwargs") or {}
+    if not isinstance(kwargs, dict) or not _plain(kwargs):
+        raise ValueError(f"{path}: model_config kwargs must be plain data (names -> numbers, strings, lists, "
+                         f"mappings), got {kwargs!r:.200}")
+    reads = [k for k in _FILE_KWARGS.get(mc["builder"], ()) if kwargs.get(k)]
+    if reads:
+        raise ValueError(f"{path}: model_config kwargs {reads} would make {mc['builder']} read other files; the "
+                         f"checkpoint holds the weights, so they must be absent or false")
+    model = builder(**kwargs)
     model.load_state_dict(ckpt["model"])
     return model.to(map_location).eval()
 

@@ -323,6 +323,12 @@ def test_build_from_checkpoint(tmp_path, monkeypatch):
     model = mybuilder.build(hidden=5)
     mc = {"builder": "mybuilder:build", "kwargs": {"hidden": 5}}
     r = fit(model, PairData(), run_config(epochs=1, monitor=""), tmp_path / "run", model_config=mc)
+    # a builder the package does not know is refused until the caller registers it (the file cannot choose code)
+    with pytest.raises(ValueError, match="'mybuilder:build' is not a registered model builder"):
+        build_from_checkpoint(r.last_path)
+    import aacnb.training
+    monkeypatch.setitem(aacnb.training.BUILDERS, "mybuilder:build", None)  # undone after the test
+    aacnb.training.register_builder("mybuilder:build", mybuilder.build)
     for path in (r.last_path, r.best_path):
         rebuilt = build_from_checkpoint(path)
         assert not rebuilt.training
