@@ -160,7 +160,7 @@ def beam_search(model_or_models, features: torch.Tensor, lengths: torch.Tensor |
         seqs = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)             # (b, G, t)
         live = torch.arange(B, device=dev)                                    # the clips still decoded
         pool = torch.full((B,), float("-inf"), device=dev, dtype=sdt)         # each clip's best finished score
-        caps, best_scores = [None] * B, [None] * B
+        caps = [None] * B
         for t in range(max_len):
             b, G = scores.shape
             logp = stepper.step(tokens).view(b, G, V).to(sdt)                  # (b, G, V)
@@ -188,9 +188,7 @@ def beam_search(model_or_models, features: torch.Tensor, lengths: torch.Tensor |
                 scores, seqs, live, tok = scores[keep], seqs[keep], live[keep], tok[keep]
                 stepper.keep_clips(keep)
             tokens = tok.reshape(-1)
-        for i in range(B):
-            best_scores[i] = float(pool[i])
-    return (caps, best_scores) if return_scores else caps
+    return (caps, pool.tolist()) if return_scores else caps
 
 def _check_search(K: int, V: int, max_len: int) -> None:
     if K < 1:
