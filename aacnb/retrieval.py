@@ -27,15 +27,19 @@ __all__ = ['DEFAULT_PAIR', 'TABLE2_SYSTEMS', 'TABLE4_SYSTEMS', 'InfoNCELoss', 'B
 # %% ../nbs/12_retrieval.ipynb #aaf92ff3
 class InfoNCELoss(nn.Module):
     "Symmetric InfoNCE over a batch of matched, L2-normalised embeddings; owns the trainable temperature."
-    def __init__(self, init_temperature: float = 0.07, max_scale: float = 100.0):
+    def __init__(self, init_temperature: float = 0.07, max_scale: float | None = 100.0):
         super().__init__()
         if not 0 < init_temperature < 1:
             raise ValueError(f"init_temperature must be in (0, 1), got {init_temperature}")
+        if max_scale is not None and not max_scale > 1:
+            raise ValueError(f"max_scale must be > 1 or None (no clamp), got {max_scale}")
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
-        self.max_log_scale = math.log(max_scale)
+        self.max_log_scale = None if max_scale is None else math.log(max_scale)
 
     def scale(self) -> torch.Tensor:
-        "exp(logit_scale) = 1/τ, clamped to [1, max_scale] as CLIP does."
+        "exp(logit_scale) = 1/τ, clamped to [1, max_scale] as CLIP does (`max_scale=None`: free, as the authors' CLAP)."
+        if self.max_log_scale is None:
+            return self.logit_scale.exp()
         return self.logit_scale.clamp(0.0, self.max_log_scale).exp()
 
     @property
@@ -55,12 +59,12 @@ class InfoNCELoss(nn.Module):
 class BiEncoder(nn.Module):
     "Audio encoder + text encoder + linear projections to a shared space + symmetric InfoNCE."
     def __init__(self, audio_encoder: nn.Module, text_encoder: nn.Module, embed_dim: int = 1024,
-                 init_temperature: float = 0.07):
+                 init_temperature: float = 0.07, max_scale: float | None = 100.0):
         super().__init__()
         self.audio_encoder, self.text_encoder = audio_encoder, text_encoder
         self.audio_proj = nn.Linear(audio_encoder.embed_dim, embed_dim)
         self.text_proj = nn.Linear(text_encoder.embed_dim, embed_dim)
-        self.criterion = InfoNCELoss(init_temperature)
+        self.criterion = InfoNCELoss(init_temperature, max_scale)
         self.embed_dim = embed_dim
         self.model_config: dict | None = None  # set by build_biencoder: how to rebuild this model
         self.text_frozen = False
@@ -137,7 +141,7 @@ TABLE4_SYSTEMS = {  # submission -> indices into TABLE2_SYSTEMS (section 3 of th
     4: [0, 1, 2],        # the first three
 }
 _TEXT_KW = {"pooling", "max_length", "text_max_length"}  # max_length: AST's frames when the audio side has it
-_BI_KW = {"init_temperature"}
+_BI_KW = {"init_temperature", "max_scale"}
 
 def _default_audio_weights(key: str) -> Path:
     cls = AUDIO_ENCODERS[key][0]
@@ -240,8 +244,9 @@ def _ranking_metrics(scores: torch.Tensor, query: torch.Tensor, item: torch.Tens
     return out
 
 def retrieval_metrics(similarity, text_to_audio=None, ks=(1, 5, 10)) -> dict:
-    """Text-to-audio `r1, r5, r10, map10` and audio-to-text `a2t_r1, a2t_r5, a2t_r10, a2t_map10` (percent)
-    from `similarity` (n_captions, n_clips); `text_to_audio` (n_captions,) gives each caption's clip."""
+    """Text-to-audio `r1, r5, r10, map10` (and `r_geomean` of R@1, R@5, R@10) and audio-to-text `a2t_r1, a2t_r5,
+    a2t_r10, a2t_map10` (percent) from `similarity` (n_captions, n_clips); `text_to_audio` (n_captions,) gives each
+    caption's clip."""
     S = torch.as_tensor(np.asarray(similarity) if not isinstance(similarity, torch.Tensor) else similarity)
     S = S.detach().to("cpu", torch.float64)
     if S.dim() != 2:
@@ -259,6 +264,8 @@ def retrieval_metrics(similarity, text_to_audio=None, ks=(1, 5, 10)) -> dict:
     out = _ranking_metrics(S, captions, t2a, ks)  # query: caption, relevant: its clip
     a2t = _ranking_metrics(S.t().contiguous(), t2a, captions, ks)  # query: clip, relevant: its captions
     out.update({f"a2t_{k}": v for k, v in a2t.items()})
+    if set(ks) >= {1, 5, 10}:    # the authors' model selection: geometric mean of text-to-audio R@1, R@5, R@10
+        out["r_geomean"] = (out["r1"] * out["r5"] * out["r10"]) ** (1 / 3)
     return out
 
 # %% ../nbs/12_retrieval.ipynb #bb57794e

@@ -154,6 +154,7 @@ class RetrievalSpec(Config):
     pretrain: dict = dataclasses.field(default_factory=dict)
     finetune: dict = dataclasses.field(default_factory=dict)
     eval_batch_size: int = 64
+    monitor: str = "map10"       # validation metric that picks best.pt: map10 | r_geomean (the authors': R@1,5,10)
     systems: list = dataclasses.field(default_factory=list)
     ensembles: list = dataclasses.field(default_factory=list)
     def validate(self):
@@ -349,6 +350,13 @@ FIDELITY: list[tuple[str, str, str, str, str, str]] = [
      "retrieval.systems[*].overrides.text_max_length"),
     ("retrieval", "training items", "not stated", "(clip, caption) pairs", f"{_CLAP} data_loader.py "
      "(AudioSingleTextDataset)", "=pairs (nbs/experiments/retrieval.ipynb)"),
+    ("retrieval", "loss", "sum of the two directions (eq. 6)", "their mean", f"{_CLAP} models/loss.py",
+     "=the report's sum (a factor 2 that Adam's update ignores but for epsilon)"),
+    ("retrieval", "temperature: largest 1/τ (max_scale)", "trainable", "trainable from 0.07, no clamp (null)",
+     f"{_CLAP} models/audio_text_model.py",
+     "retrieval.systems[*].overrides.max_scale"),
+    ("retrieval", "model selection", "not stated", "best validation geometric mean of R@1, R@5, R@10",
+     f"{_CLAP} configs/base.json (monitor)", "retrieval.monitor"),
     ("retrieval", "negatives", "not stated", "embeddings all-gathered across GPUs (global batch)",
      f"{_CLAP} trainer/ddp_trainer.py", "=one process: the batch (multi-GPU: issue #15)"),
     ("feature extractor", "architecture", "a retrieval model on Clotho + AudioCaps + MACS", "CNN14 + BERT-medium "
@@ -399,14 +407,17 @@ FIDELITY: list[tuple[str, str, str, str, str, str]] = [
      f"{_AUTHORS} python_scripts/train_eval/ensemble.py", "=aacnb.decoding.Stepper (always)"),
 ]
 
-def _profile_value(d: dict, path: str):
+_ABSENT = object()
+
+def _profile_value(d, path: str):
     "The value at a dotted path of the profile's dict; `[*]` lists every system's (distinct values, in order)."
     head, _, rest = path.partition(".")
     if head.endswith("[*]"):
         vals = [_profile_value(x, rest) for x in d.get(head[:-3], [])]
-        return ", ".join(dict.fromkeys(str(v) for v in vals if v is not None)) or None   # systems without it: skipped
-    v = d.get(head) if isinstance(d, dict) else None
-    return _profile_value(v, rest) if rest and v is not None else v
+        shown = ", ".join(dict.fromkeys("null" if v is None else str(v) for v in vals if v is not _ABSENT))
+        return shown or None                                     # systems without the setting are skipped
+    v = d.get(head, _ABSENT) if isinstance(d, dict) else _ABSENT
+    return _profile_value(v, rest) if rest and v is not _ABSENT else v
 
 def fidelity_rows(profile: Profile) -> list[dict]:
     "The FIDELITY table with this profile's values filled in from the profile itself."
@@ -414,9 +425,10 @@ def fidelity_rows(profile: Profile) -> list[dict]:
     d, defaults = profile_to_dict(profile), {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     def one(path: str) -> str:
         v = _profile_value(d, path)
+        v = None if v is _ABSENT else v
         if v is None and path.rpartition(".")[2] in defaults:       # a training field the profile leaves alone
             return f"{defaults[path.rpartition('.')[2]]} (default)"
-        return "not set" if v is None or v == "" else str(v)
+        return "not set (code default)" if v is None or v == "" else str(v)
     def value(spec: str) -> str:
         return spec[1:] if spec.startswith("=") else ", ".join(one(part.strip()) for part in spec.split(","))
     return [dict(area=a, setting=s, report=r, authors=c, source=src, profile=value(spec))
@@ -501,7 +513,8 @@ def plan_runs(profile: Profile) -> list[Run]:
         sys_params = dict(common, system=s.name, audio=s.audio, text=s.text, pretrained=s.pretrained,
                           overrides=json.dumps(s.overrides, sort_keys=True), freeze_text=s.freeze_text,
                           embed_dim=r.embed_dim, train_crop_seconds=p.data.train_crop_seconds,
-                          seed=p.seed if s.seed is None else s.seed, eval_batch_size=r.eval_batch_size)
+                          seed=p.seed if s.seed is None else s.seed, eval_batch_size=r.eval_batch_size,
+                          monitor=r.monitor)
         runs.append(Run(f"ret_{s.name}_pretrain", "retrieval.ipynb",
                         dict(sys_params, stage="pretrain", train_sets=",".join(r.pretrain_sets), init_from="",
                              **_train_params(r.pretrain)), list(base), (4,), f"pre-train {s.paper or s.name}"))
@@ -519,7 +532,7 @@ def plan_runs(profile: Profile) -> list[Run]:
                         dict(common, system="feature_extractor", audio=f.audio, text=f.text, pretrained=f.pretrained,
                              overrides=json.dumps(f.overrides, sort_keys=True), freeze_text=f.freeze_text,
                              embed_dim=r.embed_dim, seed=p.seed, train_crop_seconds=p.data.train_crop_seconds,
-                             eval_batch_size=r.eval_batch_size, stage="feature_extractor",
+                             eval_batch_size=r.eval_batch_size, monitor=r.monitor, stage="feature_extractor",
                              train_sets=",".join(f.train_sets), init_from="", **_train_params(f.train)),
                         list(base), (3,), "pre-train the feature extractor on Clotho+AudioCaps+MACS"))
         runs.append(Run("features", "features.ipynb", dict(common, extractor=d("fx_pretrain")), ["fx_pretrain"], (3,),

@@ -311,6 +311,7 @@ def test_metrics_match_brute_force(seed):
     S[np.arange(len(t2a)), t2a] += rng.integers(0, 3, len(t2a))
     got = retrieval_metrics(S, t2a)
     want = _brute_force(S, t2a)
+    want["r_geomean"] = (want["r1"] * want["r5"] * want["r10"]) ** (1 / 3)   # the authors' selection metric
     assert set(got) == set(want)
     for k in want:
         assert abs(got[k] - want[k]) < 1e-9, (k, got[k], want[k])
@@ -431,3 +432,15 @@ def test_text_max_length_reaches_the_text_encoder_only():
     assert m.text_encoder.max_length == 30
     ids = m.text_encoder.tokenize(["word " * 100])["input_ids"]
     assert ids.shape[1] == 30
+
+
+def test_temperature_free_as_the_authors_or_clamped_as_clip():
+    a = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    free, clamped = InfoNCELoss(max_scale=None), InfoNCELoss()
+    with torch.no_grad():
+        free.logit_scale.fill_(6.0); clamped.logit_scale.fill_(6.0)        # exp(6) = 403 > 100
+    assert float(free.scale()) == pytest.approx(math.exp(6.0)) and float(clamped.scale()) == pytest.approx(100.0)
+    m = build_biencoder("cnn14-tiny", "bert-tiny", embed_dim=16, max_scale=None)
+    assert m.criterion.max_log_scale is None
+    with pytest.raises(ValueError, match="max_scale"):
+        InfoNCELoss(max_scale=0.5)

@@ -62,6 +62,9 @@ def test_paper_profile_has_the_reports_hyperparameters():
     assert all(spec["amp"] is False for spec in (p.retrieval.pretrain, p.retrieval.finetune, p.feature_extractor.train))
     assert all(s.overrides.get("spec_augment", False) is False and s.overrides["text_max_length"] == 30
                for s in [*p.retrieval.systems, p.feature_extractor])
+    assert all("max_scale" in s.overrides and s.overrides["max_scale"] is None   # the temperature free, as theirs
+               for s in [*p.retrieval.systems, p.feature_extractor])
+    assert p.retrieval.monitor == "r_geomean"
 
 
 def test_select_swa_needs_averaged_epochs(tmp_path):
