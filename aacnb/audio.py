@@ -22,7 +22,7 @@ from .core import Config
 # %% auto #0
 __all__ = ['SAMPLE_RATE', 'MIN_SAMPLES', 'RESAMPLE_KWARGS', 'LogMelConfig', 'AudioError', 'resample', 'load_audio', 'hz_to_mel',
            'mel_to_hz', 'mel_filters', 'hann_window', 'STFT', 'Spectrogram', 'LogmelFilterBank', 'frames_for',
-           'log_mel']
+           'log_mel', 'audio_samples', 'length_batches', 'log_mel_padded']
 
 # %% ../nbs/01_audio.ipynb #11251624
 SAMPLE_RATE = 32000  # PANNs CNN14 was trained on AudioSet resampled to 32 kHz
@@ -242,3 +242,50 @@ def log_mel(waveform, config: LogMelConfig | None = None) -> torch.Tensor:
     mel = torch.matmul(power.transpose(1, 2), melW)            # (B, T, n_mels)
     out = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))      # (B, T, n_mels) dB, floor -100
     return out[0] if single else out
+
+# %% ../nbs/01_audio.ipynb #48844270
+def audio_samples(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> int | None:
+    "How many samples `load_audio(path, sample_rate, max_seconds)` returns, from the file header (None: unreadable)."
+    try:
+        info = sf.info(str(path))
+    except Exception:  # load_audio will say what is wrong with it; here it is only a batching hint
+        return None
+    if info.frames <= 0 or info.samplerate <= 0:
+        return None
+    n = -(-info.frames * sample_rate // info.samplerate)  # the resampler's ceil(frames * sr_out / sr_in)
+    if max_seconds is not None:
+        n = min(n, int(round(max_seconds * sample_rate)))
+    return max(n, MIN_SAMPLES)
+
+def length_batches(lengths, batch_size: int, max_samples: int | None = None) -> list[list[int]]:
+    """Indices of `lengths` in batches of neighbours by length, longest first: at most `batch_size` clips and
+    `max_samples` padded samples (clips x longest; default `batch_size` 30-s clips) each; None lengths last."""
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    max_samples = batch_size * 30 * SAMPLE_RATE if max_samples is None else max_samples
+    if max_samples < 1:
+        raise ValueError(f"max_samples must be positive, got {max_samples!r}")
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i] is None, -(lengths[i] or 0)))  # stable
+    batches: list[list[int]] = []
+    for i in order:
+        if not batches or len(batches[-1]) == batch_size or \
+                (len(batches[-1]) + 1) * (lengths[batches[-1][0]] or 0) > max_samples:
+            batches.append([])
+        batches[-1].append(i)
+    return batches
+
+def log_mel_padded(waveforms: torch.Tensor, lengths, config: LogMelConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "A zero-padded batch (B, S) -> each clip's own `log_mel` (B, T, n_mels), zero after its frames (B,)."
+    cfg = config or LogMelConfig()
+    lengths = torch.as_tensor(lengths).long().cpu()
+    if waveforms.ndim != 2 or lengths.shape != (waveforms.shape[0],):
+        raise ValueError(f"log_mel_padded takes (B, samples) and (B,) lengths, got {tuple(waveforms.shape)} "
+                         f"and {tuple(lengths.shape)}")
+    n = lengths.clamp(max=waveforms.shape[1])
+    frames = torch.div(n, cfg.hop_length, rounding_mode="floor") + 1    # (B,)
+    if bool((n == waveforms.shape[1]).all()):                            # nothing padded: one batched call
+        return log_mel(waveforms, cfg), frames
+    out = waveforms.new_zeros((waveforms.shape[0], int(frames.max()), cfg.n_mels), dtype=torch.float32)
+    for b, k in enumerate(n.tolist()):
+        out[b, : int(frames[b])] = log_mel(waveforms[b, :k], cfg)
+    return out, frames

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +20,7 @@ import torch.nn as nn
 from .core import get_device, get_logger
 
 # %% auto #0
-__all__ = ['find_vocab', 'load_extractor', 'load_captioner', 'AudioCaptioner', 'caption_files', 'cli_caption']
+__all__ = ['find_vocab', 'load_extractor', 'load_captioner', 'ExtractorWarning', 'AudioCaptioner', 'caption_files', 'cli_caption']
 
 # %% ../nbs/51_caption.ipynb #e2448b39
 def _model_config(path: Path) -> dict:
@@ -42,9 +44,20 @@ def find_vocab(checkpoint: str | os.PathLike, vocab: str | os.PathLike | None = 
 
 def load_extractor(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     "The frozen audio encoder of a retrieval checkpoint (or a checkpoint of a bare audio encoder), in eval mode."
+    from aacnb.encoders import AUDIO_ENCODERS
     from aacnb.training import build_from_checkpoint
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feature extractor checkpoint {path} not found"
+                                + (" (it is a directory)" if path.is_dir() else "")
+                                + ": --extractor takes the best.pt/last.pt of the retrieval model whose audio encoder "
+                                "made the captioner's training features")
     model = build_from_checkpoint(path, map_location=device)
     enc = getattr(model, "audio_encoder", model)
+    if not isinstance(enc, tuple({cls for cls, _ in AUDIO_ENCODERS.values()})):
+        raise TypeError(f"{path} holds a {type(model).__name__}, not a retrieval model or an audio encoder: "
+                        "--extractor takes the checkpoint of the retrieval model whose audio encoder made the "
+                        "captioner's training features")
     for p in enc.parameters():
         p.requires_grad_(False)
     return enc.eval()
@@ -62,16 +75,48 @@ def load_captioner(path: str | os.PathLike, device: str | torch.device = "cpu"):
     return model.eval()
 
 # %% ../nbs/51_caption.ipynb #f935eb5b
+class ExtractorWarning(UserWarning):
+    "The feature extractor cannot be checked against the captioner, or was forced on it."
+
+def _check_options(beam_size, max_len, batch_size, max_seconds) -> None:
+    "Refuse decoding options no file could be captioned with, before anything is loaded or decoded."
+    for name, v in (("beam size", beam_size), ("max_len", max_len), ("batch size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and 0 < max_seconds < math.inf):
+        raise ValueError(f"max_seconds must be positive (or None: whole files), got {max_seconds!r}")
+
+def _extractor_checks(paths: list[Path], extractor, enc: nn.Module, force: bool) -> None:
+    "Compare `enc`'s weights with the fingerprint each captioner recorded: refuse (or, `force`, warn) on a mismatch."
+    from aacnb.encoders import weights_sha256
+    got = weights_sha256(enc)
+    for p in paths:
+        want = _model_config(p).get("extractor_sha256")
+        if want is None:
+            warnings.warn(f"{p} records no fingerprint of its extractor (trained before fingerprints were recorded): "
+                          f"cannot check that {extractor} is the extractor it was trained on", ExtractorWarning, stacklevel=3)
+        elif want != got:
+            msg = (f"the extractor {extractor} (weights sha256 {got[:16]}...) is not the one {p} was trained on "
+                   f"(sha256 {want[:16]}...); a captioner fed another extractor's features writes fluent, wrong "
+                   f"captions. Pass the extractor it was trained on with --extractor")
+            if not force:
+                raise ValueError(msg + ", or use this one anyway with --force-extractor")
+            warnings.warn("FORCED: " + msg, ExtractorWarning, stacklevel=3)
+
+# %% ../nbs/51_caption.ipynb #9d3160d8
 class AudioCaptioner:
     "Waveforms or files -> captions, with captioner(s), their vocabulary and the frozen feature extractor."
     def __init__(self, models, vocab, extractor: nn.Module | None = None, device: str | torch.device = "auto",
                  beam_size: int = 3, max_len: int = 30, batch_size: int = 8, max_seconds: float | None = None,
                  sample_rate: int = 32000):
         from aacnb.decoding import as_models
+        _check_options(beam_size, max_len, batch_size, max_seconds)
         self.device = get_device(device)
         self.models = [m.to(self.device).eval() for m in as_models(models)]
         self.vocab, self.beam_size, self.max_len = vocab, beam_size, max_len
         self.batch_size, self.max_seconds, self.sample_rate = batch_size, max_seconds, sample_rate
+        if extractor is not None and not (isinstance(extractor, nn.Module) and hasattr(extractor, "embed_dim")):
+            raise TypeError(f"the extractor must be an audio encoder (a module with embed_dim), got {type(extractor).__name__}")
         self.extractor = extractor.to(self.device).eval() if extractor is not None else None
         dims = {m.config.feature_dim for m in self.models}
         if len(dims) > 1:
@@ -80,13 +125,27 @@ class AudioCaptioner:
         if self.extractor is None and self.feature_dim != 64:
             raise ValueError(f"the captioner takes {self.feature_dim}-d features from a retrieval audio encoder; "
                              "give its checkpoint (--extractor CKPT)")
-        if len(vocab) != self.models[0].config.vocab_size:
+        if self.extractor is not None and self.extractor.embed_dim != self.feature_dim:
+            raise ValueError(f"the extractor gives {self.extractor.embed_dim}-d features but the captioner takes "
+                             f"{self.feature_dim}-d: it was trained on another extractor")
+        c = self.models[0].config
+        if len(vocab) != c.vocab_size:
             raise ValueError(f"the vocabulary has {len(vocab)} words but the captioner was built for "
-                             f"{self.models[0].config.vocab_size}: wrong vocab.json?")
+                             f"{c.vocab_size}: wrong vocab.json?")
+        if beam_size > c.vocab_size:
+            raise ValueError(f"beam size {beam_size} exceeds the vocabulary's {c.vocab_size} words")
+        longest = min(m.config.max_positions for m in self.models if m.config.decoder == "transformer") \
+            if any(m.config.decoder == "transformer" for m in self.models) else None
+        if longest is not None and max_len > longest:
+            raise ValueError(f"max_len {max_len} exceeds the {longest} token positions the Transformer decoder has")
 
     @classmethod
     def from_checkpoints(cls, models: str | os.PathLike | Sequence, extractor: str | os.PathLike | None = None,
-                         vocab: str | os.PathLike | None = None, device: str | torch.device = "auto", **kw):
+                         vocab: str | os.PathLike | None = None, device: str | torch.device = "auto",
+                         force_extractor: bool = False, **kw):
+        """Captioner checkpoint(s), their vocabulary and extractor; an extractor whose weights differ from the
+        fingerprint a captioner recorded is refused unless `force_extractor` (then a warning)."""
+        _check_options(kw.get("beam_size", 3), kw.get("max_len", 30), kw.get("batch_size", 8), kw.get("max_seconds"))
         paths = [Path(models)] if isinstance(models, (str, os.PathLike)) else [Path(m) for m in models]
         dev = get_device(device)
         caps = [load_captioner(p, dev) for p in paths]
@@ -95,18 +154,23 @@ class AudioCaptioner:
             ref = _model_config(paths[0]).get("extractor")
             if ref:
                 extractor = Path(ref) if Path(ref).is_absolute() else paths[0].parent / ref
+                if not extractor.is_file():
+                    raise FileNotFoundError(
+                        f"the feature extractor {paths[0]} was trained with, {extractor}, is not there (moved or "
+                        "deleted?); pass the checkpoint of that retrieval model with --extractor CKPT")
         enc = load_extractor(extractor, dev) if extractor is not None else None
+        if enc is not None:
+            _extractor_checks(paths, extractor, enc, force_extractor)
         return cls(caps, voc, enc, device=dev, **kw)
 
     @torch.no_grad()
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "Waveforms (B, S) at 32 kHz + lengths -> frame features (B, T, D) and frame lengths (B,)."
         waveforms, lengths = waveforms.to(self.device), lengths.to(self.device)
-        if self.extractor is None:
-            from aacnb.audio import frames_for, log_mel
-            feats = log_mel(waveforms)                                             # (B, T, 64)
-            fl = torch.tensor([frames_for(int(n)) for n in lengths], device=self.device).clamp(max=feats.shape[1])
-            return feats, fl
+        if self.extractor is None:  # each clip's own log-mel, as the training features were made
+            from aacnb.audio import log_mel_padded
+            feats, fl = log_mel_padded(waveforms, lengths)                         # (B, T, 64), (B,)
+            return feats, fl.to(self.device)
         out = self.extractor(waveforms, lengths)
         frames = out["frames"].float()                                              # (B, T', D)
         fl = out.get("frame_lengths")
@@ -128,33 +192,47 @@ class AudioCaptioner:
         return [self.vocab.decode(x) for x in ids]
 
     def caption_files(self, files: Sequence[str | os.PathLike]) -> list[dict]:
-        "[{'file', 'caption'}] per file, in order; a file that cannot be read gets {'file', 'error'} instead."
-        from aacnb.audio import load_audio
+        """[{'file', 'caption'}] per file, in order; a file that cannot be read or captioned gets {'file', 'error'}.
+        Files are decoded in batches of similar length (`aacnb.audio.length_batches`), so a long file does not
+        pad the others; a clip's caption does not depend on its batch-mates."""
+        from aacnb.audio import audio_samples, length_batches, load_audio
         results: list[dict | None] = [None] * len(files)
-        wavs, idx = [], []
-        def flush():
+        todo = []
+        for i, f in enumerate(files):  # what is not a file is known before any decoding
+            if Path(f).is_dir():
+                results[i] = {"file": str(f), "error": f"{f}: is a directory, not an audio file"}
+            elif not Path(f).exists():
+                results[i] = {"file": str(f), "error": f"{f}: no such audio file"}
+            else:
+                todo.append(i)
+        sizes = [audio_samples(files[i], self.sample_rate, self.max_seconds) for i in todo]
+        for group in length_batches(sizes, self.batch_size):
+            wavs, idx = [], []
+            for i in (todo[k] for k in group):
+                try:
+                    wavs.append(load_audio(files[i], self.sample_rate, self.max_seconds)); idx.append(i)
+                except Exception as e:  # one bad file must not stop the others
+                    results[i] = {"file": str(files[i]), "error": str(e)}
             if not wavs:
-                return
+                continue
             lens = torch.tensor([len(w) for w in wavs])
             batch = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)        # (B, S)
-            for i, cap in zip(idx, self.caption_waveforms(batch, lens)):
-                results[i] = {"file": str(files[i]), "caption": cap}
-            wavs.clear(); idx.clear()
-        for i, f in enumerate(files):
             try:
-                wavs.append(load_audio(f, self.sample_rate, self.max_seconds)); idx.append(i)
-            except Exception as e:  # one bad file must not stop the others
-                results[i] = {"file": str(f), "error": str(e)}
-            if len(wavs) == self.batch_size:
-                flush()
-        flush()
+                caps = self.caption_waveforms(batch, lens)
+            except Exception as e:  # decoding failed: say so for these files, keep every other file's result
+                caps = [None] * len(idx)
+                for i in idx:
+                    results[i] = {"file": str(files[i]), "error": f"{files[i]}: captioning failed ({type(e).__name__}: {e})"}
+            for i, cap in zip(idx, caps):
+                if cap is not None:
+                    results[i] = {"file": str(files[i]), "caption": cap}
         return results
 
 def caption_files(files: Sequence[str | os.PathLike], model, extractor=None, vocab=None, **kw) -> list[dict]:
     "Caption audio files with captioner checkpoint(s) `model` (path or list of paths): [{'file', 'caption'}]."
     return AudioCaptioner.from_checkpoints(model, extractor=extractor, vocab=vocab, **kw).caption_files(files)
 
-# %% ../nbs/51_caption.ipynb #44bffc45
+# %% ../nbs/51_caption.ipynb #3432c6be
 def cli_caption(argv: list[str] | None = None) -> int:
     "`aacnb caption --model CKPT [--model CKPT2 ...] [--extractor CKPT] FILES... [--beam 3] [--json]`."
     ap = argparse.ArgumentParser(prog="aacnb caption", description="Caption audio files with a trained captioner "
@@ -162,6 +240,8 @@ def cli_caption(argv: list[str] | None = None) -> int:
     ap.add_argument("files", nargs="+", help="audio files (.wav, .flac, .ogg)")
     ap.add_argument("--model", action="append", required=True, help="captioner checkpoint (best.pt/last.pt); repeat for an ensemble")
     ap.add_argument("--extractor", help="checkpoint of the retrieval model whose audio encoder made the training features")
+    ap.add_argument("--force-extractor", action="store_true",
+                    help="use --extractor even if its weights differ from those the captioner was trained on")
     ap.add_argument("--vocab", help="vocab.json (default: stored in the checkpoint or next to it)")
     ap.add_argument("--beam", type=int, default=3, help="beam size (1 = greedy); default 3 as in the report")
     ap.add_argument("--max-len", type=int, default=30, help="longest caption in tokens")
@@ -170,15 +250,25 @@ def cli_caption(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", action="store_true", help="print a JSON list of {file, caption}")
     a = ap.parse_args(argv)
-    if a.beam < 1:
-        ap.error(f"--beam must be >= 1, got {a.beam}")
+    for flag, v in (("--beam", a.beam), ("--max-len", a.max_len), ("--batch-size", a.batch_size)):
+        if v < 1:  # before any checkpoint is loaded or file decoded
+            ap.error(f"{flag} must be >= 1, got {v}")
+    if a.max_seconds is not None and not (a.max_seconds > 0 and math.isfinite(a.max_seconds)):
+        ap.error(f"--max-seconds must be a positive number of seconds, got {a.max_seconds}")
     try:
-        captioner = AudioCaptioner.from_checkpoints(a.model, extractor=a.extractor, vocab=a.vocab, device=a.device,
-                                                    beam_size=a.beam, max_len=a.max_len, batch_size=a.batch_size,
-                                                    max_seconds=a.max_seconds)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always", ExtractorWarning)
+            captioner = AudioCaptioner.from_checkpoints(a.model, extractor=a.extractor, vocab=a.vocab, device=a.device,
+                                                        beam_size=a.beam, max_len=a.max_len, batch_size=a.batch_size,
+                                                        max_seconds=a.max_seconds, force_extractor=a.force_extractor)
     except (FileNotFoundError, ValueError, TypeError, RuntimeError) as e:
         print(f"aacnb caption: {e}", file=sys.stderr)
         return 2
+    for w in said:  # ours said loudly; anyone else's as Python would have shown it
+        if issubclass(w.category, ExtractorWarning):
+            print(f"aacnb caption: WARNING: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     results = captioner.caption_files(a.files)
     if a.json:
         print(json.dumps(results, indent=2))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from pathlib import Path
 
@@ -16,9 +17,10 @@ import torch.nn.functional as F
 from .core import Config, get_logger
 
 # %% auto #0
-__all__ = ['PANNS_CHECKPOINTS', 'AUDIO_ENCODERS', 'PannsConfig', 'ConvBlock', 'ConvPreWavBlock', 'SpecAugmentation',
-           'masked_max_mean', 'Cnn14', 'WavegramLogmelCnn14', 'load_panns_checkpoint', 'count_parameters',
-           'ASTEncoderConfig', 'ast_fbank', 'ASTEncoder', 'load_ast_pretrained', 'build_audio_encoder']
+__all__ = ['ENCODER_REVISION', 'PANNS_CHECKPOINTS', 'AUDIO_ENCODERS', 'PannsConfig', 'ConvBlock', 'ConvPreWavBlock',
+           'SpecAugmentation', 'masked_max_mean', 'Cnn14', 'WavegramLogmelCnn14', 'load_panns_checkpoint',
+           'count_parameters', 'ASTEncoderConfig', 'ast_fbank', 'ASTEncoder', 'load_ast_pretrained',
+           'build_audio_encoder', 'weights_sha256']
 
 # %% ../nbs/10_audio_encoders.ipynb #43a8379b
 @dataclasses.dataclass
@@ -58,6 +60,13 @@ def _init_bn(bn: nn.Module) -> None:
     bn.bias.data.fill_(0.0)
     bn.weight.data.fill_(1.0)
 
+def _zero_after(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    "`x` (B, C, T, ...) with every frame `t >= lengths[b]` set to zero; `x` itself when `lengths` is None."
+    if lengths is None:
+        return x
+    keep = torch.arange(x.shape[2], device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
+    return x.masked_fill(~keep.view(x.shape[0], 1, x.shape[2], *[1] * (x.dim() - 3)), 0.0)
+
 def _pool2d(x: torch.Tensor, pool_size, pool_type: str) -> torch.Tensor:
     if pool_type == "avg":
         return F.avg_pool2d(x, kernel_size=pool_size)
@@ -77,9 +86,10 @@ class ConvBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         _init_layer(self.conv1); _init_layer(self.conv2); _init_bn(self.bn1); _init_bn(self.bn2)
 
-    def forward(self, x, pool_size=(2, 2), pool_type: str = "avg"):
-        x = F.relu_(self.bn1(self.conv1(x)))
-        x = F.relu_(self.bn2(self.conv2(x)))
+    def forward(self, x, pool_size=(2, 2), pool_type: str = "avg", lengths: torch.Tensor | None = None):
+        "x (B, C, T, F); `lengths` (B,): valid frames, zeroed after before each convolution (None: no padding)."
+        x = F.relu_(self.bn1(self.conv1(_zero_after(x, lengths))))
+        x = F.relu_(self.bn2(self.conv2(_zero_after(x, lengths))))
         return _pool2d(x, pool_size, pool_type)
 
 class ConvPreWavBlock(nn.Module):
@@ -92,12 +102,13 @@ class ConvPreWavBlock(nn.Module):
         self.bn2 = nn.BatchNorm1d(out_channels)
         _init_layer(self.conv1); _init_layer(self.conv2); _init_bn(self.bn1); _init_bn(self.bn2)
 
-    def forward(self, x, pool_size: int):
-        x = F.relu_(self.bn1(self.conv1(x)))
-        x = F.relu_(self.bn2(self.conv2(x)))
+    def forward(self, x, pool_size: int, lengths: torch.Tensor | None = None):
+        "x (B, C, T); `lengths` as in `ConvBlock`."
+        x = F.relu_(self.bn1(self.conv1(_zero_after(x, lengths))))
+        x = F.relu_(self.bn2(self.conv2(_zero_after(x, lengths))))
         return F.max_pool1d(x, kernel_size=pool_size)
 
-# %% ../nbs/10_audio_encoders.ipynb #d9088182
+# %% ../nbs/10_audio_encoders.ipynb #fae73dcd
 class SpecAugmentation(nn.Module):
     "Drop `stripes_num` random stripes of width < `drop_width` along time (dim 2) and frequency (dim 3)."
     def __init__(self, time_drop_width: int = 64, time_stripes_num: int = 2, freq_drop_width: int = 8,
@@ -124,7 +135,9 @@ class SpecAugmentation(nn.Module):
         keep_f = self._mask(B, Fq, *self.freq, x.device)[:, None, None, :]  # (B, 1, 1, F)
         return x * (keep_t & keep_f).to(x.dtype)
 
-# %% ../nbs/10_audio_encoders.ipynb #025dfbb0
+# %% ../nbs/10_audio_encoders.ipynb #0a304c51
+ENCODER_REVISION = 2  # caches of encoder outputs store it: 2 = every clip computed as if alone (issue #19)
+
 def _pooled_lengths(lengths: torch.Tensor, hop_length: int, n_pools: int = 5) -> torch.Tensor:
     "Frames left after the centred STFT (`samples // hop + 1`) and `n_pools` 2x average poolings (floor)."
     frames = torch.div(lengths, hop_length, rounding_mode="floor") + 1
@@ -174,6 +187,31 @@ class _PannsBase(nn.Module):
         need = 32 * self.config.hop_length
         return F.pad(waveform, (0, need - waveform.shape[1])) if waveform.shape[1] < need else waveform
 
+    def _padded(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(waveform, samples per clip) when some clip is shorter than the batch: the samples after each clip
+        zeroed, its length counted as it is alone (at least 32 hops). (waveform, None) when no clip is padded."""
+        if lengths is None:
+            return self._min_samples(waveform), None
+        lengths = lengths.to(waveform.device).long()
+        if waveform.dim() != 2 or bool((lengths >= waveform.shape[1]).all()):
+            return self._min_samples(waveform), None
+        keep = torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None]  # (B, S)
+        waveform = self._min_samples(waveform.masked_fill(~keep, 0.0))
+        return waveform, lengths.clamp(min=32 * self.config.hop_length, max=waveform.shape[1])
+
+    def _logmel_each(self, waveform: torch.Tensor, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "`_logmel` of each clip's own `samples[b]`, zero after its frames -> (B, 1, T, n_mels), frames (B,)."
+        hop, T = self.config.hop_length, waveform.shape[1] // self.config.hop_length + 1
+        with torch.autocast(waveform.device.type, enabled=False):
+            x = torch.cat([F.pad(self.spectrogram_extractor(waveform[b:b + 1, :n].float()), (0, 0, 0, T - n // hop - 1))
+                           for b, n in enumerate(samples.tolist())])  # (B, 1, T, n_fft//2+1), own reflect padding
+            x = self.logmel_extractor(x)  # (B, 1, T, n_mels)
+        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        if self.training and self.config.spec_augment:
+            x = self.spec_augmenter(x)
+        frames = torch.div(samples, hop, rounding_mode="floor") + 1
+        return _zero_after(x, frames), frames
+
     def _logmel(self, waveform: torch.Tensor) -> torch.Tensor:
         # the front end always runs in float32: under fp16 autocast a loud tone's power (up to ~(n_fft/2)^2)
         # would overflow fp16's 65504 and turn into inf
@@ -185,16 +223,23 @@ class _PannsBase(nn.Module):
             x = self.spec_augmenter(x)
         return x
 
-    def _trunk_and_head(self, x: torch.Tensor, lengths: torch.Tensor | None, first_block: int) -> dict:
+    def _trunk_and_head(self, x: torch.Tensor, lengths: torch.Tensor | None, first_block: int,
+                        valid: torch.Tensor | None = None) -> dict:
+        "Blocks `first_block`..6 and the head; `valid` (B,): each clip's frames in `x` when some clip is padded."
         p = self.config.dropout
         blocks = [self.conv_block1, self.conv_block2, self.conv_block3, self.conv_block4, self.conv_block5,
                   self.conv_block6]
         for i, block in enumerate(blocks[first_block:], start=first_block):
-            x = block(x, pool_size=(1, 1) if i == 5 else (2, 2), pool_type="avg")
+            x = block(x, pool_size=(1, 1) if i == 5 else (2, 2), pool_type="avg", lengths=valid)
+            if valid is not None and i < 5:
+                valid = torch.div(valid, 2, rounding_mode="floor")  # avg pooling floors, as on a lone clip
             x = F.dropout(x, p=p, training=self.training)  # (B, C, T', F')
         x = x.mean(dim=3)  # (B, C, T')
         T = x.shape[2]
-        if lengths is None:
+        if valid is not None:
+            frame_lengths = valid.clamp(1, T)
+            x = _zero_after(x, frame_lengths)
+        elif lengths is None:
             frame_lengths = torch.full((x.shape[0],), T, dtype=torch.long, device=x.device)
         else:
             frame_lengths = _pooled_lengths(lengths.to(x.device).long(), self.config.hop_length).clamp(max=T)
@@ -210,7 +255,7 @@ class _PannsBase(nn.Module):
             raise AttributeError(f"{type(self).__name__} was built with audioset_head=False")
         return self.fc_audioset(clip)
 
-# %% ../nbs/10_audio_encoders.ipynb #0a304c51
+# %% ../nbs/10_audio_encoders.ipynb #c721ab6a
 class Cnn14(_PannsBase):
     """CNN14 of PANNs with the official module names (`spectrogram_extractor`, `logmel_extractor`,
     `spec_augmenter`, `bn0`, `conv_block1..6`, `fc1`, `fc_audioset`).
@@ -232,11 +277,13 @@ class Cnn14(_PannsBase):
         self._head(cfg)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:
-        waveform = self._min_samples(waveform)
-        x = self._logmel(waveform)  # (B, 1, T, 64)
-        return self._trunk_and_head(x, lengths, first_block=0)
+        waveform, samples = self._padded(waveform, lengths)
+        if samples is None:  # no clip padded: PANNs' computation
+            return self._trunk_and_head(self._logmel(waveform), lengths, first_block=0)  # log-mel (B, 1, T, 64)
+        x, frames = self._logmel_each(waveform, samples)  # (B, 1, T, 64), valid frames (B,)
+        return self._trunk_and_head(x, lengths, first_block=0, valid=frames)
 
-# %% ../nbs/10_audio_encoders.ipynb #448903da
+# %% ../nbs/10_audio_encoders.ipynb #50fdc3aa
 class WavegramLogmelCnn14(_PannsBase):
     """Wavegram-Logmel-CNN14 of PANNs with the official module names (`pre_conv0`, `pre_bn0`,
     `pre_block1..4`, plus everything of CNN14). Same input/output contract as `Cnn14`."""
@@ -264,21 +311,30 @@ class WavegramLogmelCnn14(_PannsBase):
         _init_layer(self.pre_conv0); _init_bn(self.pre_bn0)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:
-        waveform = self._min_samples(waveform)
+        waveform, samples = self._padded(waveform, lengths)
+        # valid wavegram columns per clip (None: no clip padded): ceil(samples / 5) after the strided conv
+        n = None if samples is None else torch.div(samples + 4, 5, rounding_mode="floor")
         a = F.relu_(self.pre_bn0(self.pre_conv0(waveform[:, None, :])))  # (B, 64, samples/5)
-        a = self.pre_block1(a, pool_size=4)
-        a = self.pre_block2(a, pool_size=4)
-        a = self.pre_block3(a, pool_size=4)  # (B, 128, L) with L ~ samples / 320
+        for block in (self.pre_block1, self.pre_block2, self.pre_block3):
+            a = block(a, pool_size=4, lengths=n)
+            n = None if n is None else torch.div(n, 4, rounding_mode="floor")
+        # a: (B, 128, L) with L ~ samples / 320
         a = a.reshape(a.shape[0], -1, self.wave_bins, a.shape[-1]).transpose(2, 3)  # (B, 4, L, 32)
-        a = self.pre_block4(a, pool_size=(2, 1))  # (B, 64, L/2, 32)
-        x = self._logmel(waveform)  # (B, 1, T, 64)
-        x = self.conv_block1(x, pool_size=(2, 2), pool_type="avg")  # (B, 64, T/2, 32)
+        a = self.pre_block4(a, pool_size=(2, 1), lengths=n)  # (B, 64, L/2, 32)
+        if samples is None:
+            x = self._logmel(waveform)  # (B, 1, T, 64)
+            x = self.conv_block1(x, pool_size=(2, 2), pool_type="avg")  # (B, 64, T/2, 32)
+            valid = None
+        else:
+            x, frames = self._logmel_each(waveform, samples)
+            x = self.conv_block1(x, pool_size=(2, 2), pool_type="avg", lengths=frames)
+            valid = torch.minimum(torch.div(frames, 2, rounding_mode="floor"), torch.div(n, 2, rounding_mode="floor"))
         t = min(x.shape[2], a.shape[2])
         x = torch.cat((x[:, :, :t], a[:, :, :t]), dim=1)  # (B, 128, T/2, 32)
         x = F.dropout(x, p=self.config.dropout, training=self.training)
-        return self._trunk_and_head(x, lengths, first_block=1)
+        return self._trunk_and_head(x, lengths, first_block=1, valid=valid)
 
-# %% ../nbs/10_audio_encoders.ipynb #327eab80
+# %% ../nbs/10_audio_encoders.ipynb #c9043630
 PANNS_CHECKPOINTS = {
     "Cnn14": "Cnn14_mAP=0.431.pth",
     "WavegramLogmelCnn14": "Wavegram_Logmel_Cnn14_mAP=0.439.pth",
@@ -304,12 +360,12 @@ def load_panns_checkpoint(model: nn.Module, path: str | Path, strict: bool = Tru
         raise RuntimeError(f"{path} does not fit {type(model).__name__}(width={model.config.width}): {e}") from e
     return model
 
-# %% ../nbs/10_audio_encoders.ipynb #a05e2df5
+# %% ../nbs/10_audio_encoders.ipynb #31e3d133
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     "Number of (trainable) parameters; works for modules on the `meta` device too."
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
-# %% ../nbs/10_audio_encoders.ipynb #00279bdf
+# %% ../nbs/10_audio_encoders.ipynb #60f560bf
 @dataclasses.dataclass
 class ASTEncoderConfig(Config):
     "AST encoder settings; defaults are AST-base with the report's stride 16 in both axes."
@@ -345,7 +401,7 @@ class ASTEncoderConfig(Config):
         t = (self.max_length - self.patch_size) // self.time_stride + 1
         return f, t
 
-# %% ../nbs/10_audio_encoders.ipynb #60f560bf
+# %% ../nbs/10_audio_encoders.ipynb #9d66d2d7
 def ast_fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 128, max_length: int = 1024,
               mean: float = -4.2677393, std: float = 4.5689974) -> torch.Tensor:
     "One clip (samples,) at 16 kHz -> normalised Kaldi fbank (max_length, num_mel_bins), as ASTFeatureExtractor."
@@ -398,7 +454,7 @@ class ASTEncoder(nn.Module):
         frame_lengths = ((n_frames - cfg.patch_size).clamp(min=0) // cfg.time_stride + 1).clamp(max=Tp)
         return {"clip": out.pooler_output, "frames": frames, "frame_lengths": frame_lengths.to(frames.device)}
 
-# %% ../nbs/10_audio_encoders.ipynb #735ff927
+# %% ../nbs/10_audio_encoders.ipynb #df8cd4f2
 def load_ast_pretrained(encoder: ASTEncoder, path: str | Path) -> ASTEncoder:
     "Load AST weights from a local `transformers` directory into `encoder`, resampling position embeddings."
     from transformers import ASTModel
@@ -422,7 +478,7 @@ def load_ast_pretrained(encoder: ASTEncoder, path: str | Path) -> ASTEncoder:
     encoder.ast.load_state_dict(state, strict=True)
     return encoder
 
-# %% ../nbs/10_audio_encoders.ipynb #cb152981
+# %% ../nbs/10_audio_encoders.ipynb #c929020f
 AUDIO_ENCODERS = {
     "cnn14": (Cnn14, {}),
     "wavegram-logmel-cnn14": (WavegramLogmelCnn14, {}),
@@ -449,3 +505,15 @@ def build_audio_encoder(name: str = "cnn14", weights: str | Path | None = None, 
     if weights is not None:
         (load_ast_pretrained if cls is ASTEncoder else load_panns_checkpoint)(model, weights)
     return model
+
+# %% ../nbs/10_audio_encoders.ipynb #c5355587
+def weights_sha256(module: nn.Module) -> str:
+    "SHA-256 of `module`'s state dict (names, dtypes, shapes, values; no batch-norm step counters), hex."
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        if name.endswith("num_batches_tracked"):
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .audio import SAMPLE_RATE, AudioError, LogMelConfig, load_audio, log_mel
+from .audio import SAMPLE_RATE, AudioError, LogMelConfig, audio_samples, length_batches, load_audio, log_mel
 from .core import data_root, get_logger, provenance
 
 # %% auto #0
@@ -172,9 +172,10 @@ def extract_features(items: Sequence[tuple[str, str | os.PathLike]], fn: Callabl
         bar = tqdm(total=len(paths), initial=len(paths) - len(todo), disable=not progress, unit="clip",
                    desc=f"features -> {cache_path.name}")
         try:
-            for start in range(0, len(todo), batch_size):
+            sizes = [audio_samples(paths[i], sample_rate, max_seconds) for i in todo]  # from the file headers
+            for group in length_batches(sizes, batch_size):  # neighbours by length, longest first
                 ids, wavs = [], []
-                for i in todo[start: start + batch_size]:
+                for i in (todo[k] for k in group):
                     try:
                         wavs.append(load_audio(paths[i], sample_rate=sample_rate, max_seconds=max_seconds))
                         ids.append(i)
@@ -193,7 +194,7 @@ def extract_features(items: Sequence[tuple[str, str | os.PathLike]], fn: Callabl
                         grp.create_dataset(_name(i), data=_to_numpy(out))
                 f.attrs["failed"] = json.dumps(failed)
                 f.flush()
-                bar.update(len(todo[start: start + batch_size]))
+                bar.update(len(group))
         finally:
             bar.close()
         f.attrs["provenance"] = json.dumps(provenance(n_items=len(grp), n_failed=len(failed)), default=str)

@@ -21,8 +21,8 @@ from .text_encoders import TEXT_ENCODERS, TextEncoder
 
 # %% auto #0
 __all__ = ['DEFAULT_PAIR', 'TABLE2_SYSTEMS', 'TABLE4_SYSTEMS', 'InfoNCELoss', 'BiEncoder', 'build_biencoder',
-           'table2_parameter_counts', 'retrieval_metrics', 'embed_clips', 'evaluate_retrieval', 'retrieval_val_fn',
-           'ensemble_similarity', 'ensemble_systems']
+           'table2_parameter_counts', 'retrieval_metrics', 'clip_batches', 'embed_clips', 'evaluate_retrieval',
+           'retrieval_val_fn', 'ensemble_similarity', 'ensemble_systems']
 
 # %% ../nbs/12_retrieval.ipynb #aaf92ff3
 class InfoNCELoss(nn.Module):
@@ -269,6 +269,15 @@ def retrieval_metrics(similarity, text_to_audio=None, ks=(1, 5, 10)) -> dict:
     return out
 
 # %% ../nbs/12_retrieval.ipynb #bb57794e
+def clip_batches(dataset, batch_size: int) -> list[list[int]]:
+    "Index batches of a clips-mode audio dataset by clip length (`length_batches`); consecutive otherwise."
+    recs = getattr(dataset, "records", None)
+    if recs is None or getattr(dataset, "mode", None) != "clips" or getattr(dataset, "features", None) is not None:
+        return [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
+    from aacnb.audio import audio_samples, length_batches
+    return length_batches([audio_samples(r.audio_path, dataset.sample_rate, dataset.max_seconds) for r in recs],
+                          batch_size)
+
 @torch.no_grad()
 def embed_clips(model: BiEncoder, dataset, batch_size: int = 16, device: str | torch.device | None = None,
                 num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -278,18 +287,22 @@ def embed_clips(model: BiEncoder, dataset, batch_size: int = 16, device: str | t
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    audio, text, t2a = [], [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_audio,
-                            num_workers=num_workers):
+    batches = clip_batches(dataset, batch_size)
+    audio, captions = [None] * len(dataset), [None] * len(dataset)
+    for idx, batch in zip(batches, DataLoader(dataset, batch_sampler=batches, collate_fn=collate_audio,
+                                              num_workers=num_workers)):
         if "captions" not in batch:
             raise KeyError("embed_clips needs a dataset in mode='clips' (items with all 'captions' of a clip)")
-        start = sum(len(a) for a in audio)
-        audio.append(model.encode_audio(batch["audio"].to(device), batch["audio_lengths"].to(device)).cpu())
-        caps = [c for cs in batch["captions"] for c in cs]
-        text.append(model.encode_text(caps).cpu())
-        t2a += [start + i for i, cs in enumerate(batch["captions"]) for _ in cs]
+        emb = model.encode_audio(batch["audio"].to(device), batch["audio_lengths"].to(device)).cpu()  # (B, E)
+        for k, i in enumerate(idx):
+            audio[i], captions[i] = emb[k], batch["captions"][k]
+    text, t2a = [], []
+    for start in range(0, len(captions), batch_size):
+        chunk = captions[start: start + batch_size]
+        text.append(model.encode_text([c for cs in chunk for c in cs]).cpu())
+        t2a += [start + i for i, cs in enumerate(chunk) for _ in cs]
     model.train(was_training)
-    return torch.cat(audio), torch.cat(text), torch.tensor(t2a)
+    return torch.stack(audio), torch.cat(text), torch.tensor(t2a)
 
 def evaluate_retrieval(model: BiEncoder, dataset, batch_size: int = 16, **kw) -> dict:
     "Both directions' metrics of `model` on a clips-mode dataset."

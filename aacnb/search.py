@@ -72,6 +72,7 @@ class AudioSearcher:
 
     def index(self, folder: str | Path, progress: bool = False) -> list[Path]:
         "Embed every .wav/.flac/.ogg file under `folder` (cached); returns the indexed paths."
+        from aacnb.encoders import ENCODER_REVISION
         from aacnb.features import AUDIO_SUFFIXES, extract_features
         root = Path(folder)
         if not root.is_dir():
@@ -80,7 +81,7 @@ class AudioSearcher:
         if not files:
             raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {root}")
         items = [(_file_id(root, p), p) for p in files]
-        settings = {"kind": "biencoder-audio-embedding", "model": self.model_key}
+        settings = {"kind": "biencoder-audio-embedding", "model": self.model_key, "encoder": ENCODER_REVISION}
         tag = hashlib.sha1(json.dumps([settings, str(root.resolve()), self.max_seconds]).encode()).hexdigest()[:16]
         cache_path = self.cache_dir / f"search-{tag}.h5"
         if not self.use_cache:

@@ -927,15 +927,17 @@ def retrieval_eval(model, records: list, batch_size: int = 64, max_seconds: floa
     was = model.training
     model.eval()
     ds = AudioCaptionDataset(records, mode="clips", max_seconds=max_seconds)
-    audio, texts, t2a = [], [], []
+    from aacnb.retrieval import clip_batches
+    batches, audio, texts, t2a = clip_batches(ds, batch_size), [None] * len(records), [], []
     with torch.no_grad():
-        for b in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_audio):
-            audio.append(model.encode_audio(b["audio"].to(dev), b["audio_lengths"].to(dev)).float().cpu())
+        for idx, b in zip(batches, DataLoader(ds, batch_sampler=batches, collate_fn=collate_audio)):
+            for i, e in zip(idx, model.encode_audio(b["audio"].to(dev), b["audio_lengths"].to(dev)).float().cpu()):
+                audio[i] = e
         for i, r in enumerate(records):
             texts += list(r.captions); t2a += [i] * len(r.captions)
         tv = [model.encode_text(texts[j:j + batch_size]).float().cpu() for j in range(0, len(texts), batch_size)]
     model.train(was)
-    A, T = torch.cat(audio), torch.cat(tv)                                    # (n_clips, E), (n_text, E)
+    A, T = torch.stack(audio), torch.cat(tv)                                  # (n_clips, E), (n_text, E)
     sim = (T @ A.T).numpy()                                                   # (n_text, n_clips)
     out = dict(retrieval_scores(sim, t2a), n_clips=len(records), n_captions=len(texts))
     if return_similarity:

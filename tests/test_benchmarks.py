@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TOY = {  # benchmark: (toy-size options, a line fragment it must print)
     "audio": (["--clips", "1", "--seconds", "1", "--repeats", "1", "--threads", "1"], "ratio log_mel / numpy"),
+    "batching": (["--clips", "2", "--min-seconds", "1", "--max-seconds", "2", "--long-seconds", "4", "--batch-size", "2",
+                  "--repeats", "1", "--threads", "1"], "exact + length batches"),
     "cider": (["--clips", "12", "--batch", "4", "--repeats", "1"], "pycocoevalcap"),
     "decoding": (["--batch", "2", "--steps", "3", "--repeats", "1", "--ref-clips", "1", "--threads", "1"],
                  "identical captions: batched == per-clip == recompute"),
