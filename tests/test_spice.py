@@ -37,7 +37,8 @@ pytestmark = [pytest.mark.slow, needs_spice]
                     "beside this checkout, as on a user's clone)")
 def test_spice_matches_the_dcase_organisers():
     """1,040 clips x 5 references, per-clip SPICE from the DCASE evaluation in the file: corpus SPICE equals their mean,
-    per clip within 1e-3 on at least 99% of clips. Cold cache (a fresh clone): about 6 min on 2 busy cores."""
+    per clip within 1e-3 on at least 99% of clips. Cold cache (a fresh machine): about 335 CPU-seconds of parsing,
+    6 to 12 min here on 2 cores shared with other work; warm: 15 s."""
     with open(THIRD_PARTY, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     preds = [r["caption_predicted"] for r in rows]
