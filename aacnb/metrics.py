@@ -25,12 +25,14 @@ from typing import Sequence
 import numpy as np
 
 from .cider import _check_inputs
-from .core import atomic_write, data_root
+from .core import atomic_write
 
 # %% auto #0
-__all__ = ['METRIC_NAMES', 'CORENLP_URL', 'CORENLP_JARS', 'MetricsError', 'SpiceUnavailableWarning', 'find_java', 'java_version',
-           'ptb_tokenize', 'default_spice_dir', 'spice_jar_dir', 'evaluate', 'read_predictions', 'read_references',
-           'cli_evaluate', 'verify_spice_jars', 'setup_spice', 'cli_metrics_setup']
+__all__ = ['METRIC_NAMES', 'SPICE_JARS', 'CORENLP_JARS', 'RHINO_JARS', 'DEBIAN_RHINO', 'SETUP_COMMAND', 'CORENLP_URL',
+           'MAVEN_PLUGIN', 'MetricsError', 'SpiceUnavailableWarning', 'find_java', 'java_version', 'ptb_tokenize',
+           'SpiceUnavailable', 'cache_root', 'default_spice_dir', 'spice_cache_dir', 'spice_jar_dir', 'spice_classpath',
+           'evaluate', 'read_predictions', 'read_references', 'cli_evaluate', 'verify_spice_jars', 'fetch_with_maven',
+           'fetch_from_stanford', 'setup_spice', 'cli_metrics_setup']
 
 # %% ../nbs/20_metrics.ipynb #b3575624
 METRIC_NAMES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
@@ -41,7 +43,7 @@ class MetricsError(RuntimeError):
 
 
 class SpiceUnavailableWarning(UserWarning):
-    "The Stanford CoreNLP jars SPICE needs are not installed: spice and spider are reported as None."
+    "SPICE cannot run here (its jars are not installed): spice and spider are reported as None."
 
 # %% ../nbs/20_metrics.ipynb #e5b64f46
 def find_java(java: str | os.PathLike | None = None) -> str:
@@ -151,44 +153,101 @@ def _meteor(hyps: Sequence[str], refs: Sequence[Sequence[str]], java: str | None
     return corpus, per_clip
 
 # %% ../nbs/20_metrics.ipynb #78a2b1f3
-CORENLP_URL = "http://nlp.stanford.edu/software/stanford-corenlp-full-2015-12-09.zip"  # pycocoevalcap's source
+SPICE_JARS = {  # file name: (Maven coordinates, bytes, SHA-256) of the files Maven Central serves
+    "stanford-corenlp-3.6.0.jar": ("edu.stanford.nlp:stanford-corenlp:3.6.0", 7_270_741,
+                                   "d341d5863276f55782c5ef73212222d6b3b48e02ae1951ab6de7618d28b12742"),
+    "stanford-corenlp-3.6.0-models.jar": ("edu.stanford.nlp:stanford-corenlp:3.6.0:models", 378_116_526,
+                                          "d285157bd7887ee3018094b5dbae092e49088b023361ccdb550ee1daf9b2c9bd"),
+    "rhino-1.7.15.1.jar": ("org.mozilla:rhino:1.7.15.1", 1_412_631,
+                           "f3520a0e2e22d550f1216a456be233eb5385bf08e3219407dece7a16369eb38f"),
+    "rhino-engine-1.7.15.1.jar": ("org.mozilla:rhino-engine:1.7.15.1", 19_227,
+                                  "10a5f3b84d0d7a021b1b179a0ffbae0802cc3dabff32d31ae22b4e7df07d0bcb"),
+}
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
-_JAR_PROBES = {"stanford-corenlp-3.6.0.jar": "edu/stanford/nlp/pipeline/StanfordCoreNLP.class",
-               "stanford-corenlp-3.6.0-models.jar": "edu/stanford/nlp/models/"}
+RHINO_JARS = ("rhino-1.7.15.1.jar", "rhino-engine-1.7.15.1.jar")
+DEBIAN_RHINO = Path("/usr/share/java/rhino.jar")   # Debian/Ubuntu `librhino-java`: Rhino with its JSR-223 engine
+SETUP_COMMAND = "aacnb metrics-setup"
 _ADD_OPENS = [f"--add-opens=java.base/{p}=ALL-UNNAMED" for p in
               ("java.lang", "java.util", "java.math", "java.util.concurrent", "java.net", "java.text", "java.io",
                "java.nio", "java.lang.reflect")]
 
 
+class SpiceUnavailable(MetricsError):
+    "SPICE cannot run here (jars or a JavaScript engine missing); the message says how to fix it."
+
+
+def cache_root() -> Path:
+    "aacnb's user cache: `$XDG_CACHE_HOME/aacnb`, else `~/.cache/aacnb` (never inside a checkout)."
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "aacnb"
+
+
 def default_spice_dir() -> Path:
-    "Where `metrics-setup` puts the CoreNLP jars: `$AACNB_SPICE_DIR`, else `<data root>/spice`."
-    return Path(os.environ["AACNB_SPICE_DIR"]).expanduser() if os.environ.get("AACNB_SPICE_DIR") else data_root() / "spice"
+    "Where `metrics-setup` installs the SPICE jars: `$AACNB_SPICE_DIR`, else `<user cache>/spice`."
+    env = os.environ.get("AACNB_SPICE_DIR")
+    return Path(env).expanduser() if env else cache_root() / "spice"
+
+
+def spice_cache_dir() -> Path | None:
+    "SPICE's parse cache: `$AACNB_SPICE_CACHE` (`off`: no cache), else `<user cache>/spice-cache`."
+    env = os.environ.get("AACNB_SPICE_CACHE", "").strip()
+    if env.lower() == "off":
+        return None
+    return Path(env).expanduser() if env else cache_root() / "spice-cache"
+
+
+def _has_jars(folder: Path, names: Sequence[str]) -> bool:
+    "Every jar present with its recorded size (a cheap check; `verify_spice_jars` hashes them)."
+    return all((folder / n).is_file() and (folder / n).stat().st_size == SPICE_JARS[n][1] for n in names)
 
 
 def spice_jar_dir() -> Path | None:
-    "The first folder holding both CoreNLP 3.6.0 jars: $AACNB_SPICE_DIR, <data root>/spice, pycocoevalcap's spice/lib."
-    for d in (default_spice_dir(), data_root() / "spice", _pycoco_dir() / "spice" / "lib"):
-        if all((d / j).is_file() for j in CORENLP_JARS):
-            return d
-    return None
+    "The folder with both CoreNLP jars: `$AACNB_SPICE_DIR` when set, else the user cache or pycocoevalcap's spice/lib."
+    folders = [default_spice_dir()]
+    if not os.environ.get("AACNB_SPICE_DIR"):
+        folders.append(_pycoco_dir() / "spice" / "lib")   # where pycocoevalcap's own downloader puts them
+    return next((d for d in folders if _has_jars(d, CORENLP_JARS)), None)
 
 
-def _spice(hyps, refs, jar_dir: Path, java: str | None = None) -> tuple[float, np.ndarray]:
-    "SPICE per clip via spice-1.0.jar, with the CoreNLP jars from `jar_dir` on the classpath."
+def _java_major(java: str | None) -> int:
+    try:
+        return java_version(java)
+    except (MetricsError, OSError):
+        return 8                           # unknown: assume the oldest, which rejects --add-opens
+
+
+def spice_classpath(java: str | None = None, jar_dir: str | os.PathLike | None = None) -> list[str]:
+    "spice-1.0.jar, its libraries, CoreNLP and (Java >= 15) a JavaScript engine; else `SpiceUnavailable` naming the fix."
+    jar_dir = Path(jar_dir) if jar_dir is not None else spice_jar_dir()
+    if jar_dir is None or not _has_jars(jar_dir, CORENLP_JARS):
+        raise SpiceUnavailable(f"the Stanford CoreNLP 3.6.0 jars are not installed in {jar_dir or default_spice_dir()}: "
+                               f"run `{SETUP_COMMAND}` (Maven when present, else the Stanford download)")
     spice_dir = _pycoco_dir() / "spice"
-    cp = os.pathsep.join([str(spice_dir / "spice-1.0.jar"), str(spice_dir / "lib" / "*"),
-                          *(str(jar_dir / j) for j in CORENLP_JARS)])
+    cp = [spice_dir / "spice-1.0.jar", spice_dir / "lib" / "*", *(jar_dir / j for j in CORENLP_JARS)]
+    if _has_jars(jar_dir, RHINO_JARS):
+        cp += [jar_dir / j for j in RHINO_JARS]
+    elif DEBIAN_RHINO.is_file():
+        cp.append(DEBIAN_RHINO)
+    elif (v := _java_major(java)) >= 15:
+        raise SpiceUnavailable(f"Java {v} has no JavaScript engine (JDK 15 removed Nashorn), which SPICE-1.0 needs "
+                               f"to write its scores, and Rhino is not in {jar_dir}: install Maven and run "
+                               f"`{SETUP_COMMAND}` (it adds Rhino), or install Debian's librhino-java")
+    return [str(p) for p in cp]
+
+
+def _spice(hyps: Sequence[str], refs: Sequence[Sequence[str]], java: str | None = None,
+           cache: Path | None = None) -> tuple[float, np.ndarray]:
+    "SPICE per clip: one spice-1.0.jar run over all clips, parses cached in `cache` (None: no cache)."
+    cp = os.pathsep.join(spice_classpath(java))
     with tempfile.TemporaryDirectory(prefix="aacnb-spice-") as tmp:
         inp, out = Path(tmp) / "in.json", Path(tmp) / "out.json"
         inp.write_text(json.dumps([{"image_id": i, "test": h, "refs": list(r)}
                                    for i, (h, r) in enumerate(zip(hyps, refs))]), encoding="utf-8")
-        try:
-            modern = java_version(java) >= 16
-        except (MetricsError, OSError):
-            modern = False                 # unknown version: Java 8 would reject --add-opens
-        args = ["-Xmx8G", *(_ADD_OPENS if modern else [])]
-        extra = ["-cache", os.environ["AACNB_SPICE_CACHE"]] if os.environ.get("AACNB_SPICE_CACHE") else []
-        _run_java([*args, "-cp", cp, "edu.anu.spice.SpiceScorer", str(inp), *extra, "-out", str(out),
+        extra = []
+        if cache is not None:
+            Path(cache).mkdir(parents=True, exist_ok=True)    # LMDB wants the folder to exist
+            extra = ["-cache", str(cache)]
+        flags = ["-Xmx8G", *(_ADD_OPENS if _java_major(java) >= 9 else [])]
+        _run_java([*flags, "-cp", cp, "edu.anu.spice.SpiceScorer", str(inp), *extra, "-out", str(out),
                    "-subset", "-silent"], "SPICE", java, cwd=tmp)
         try:
             results = json.loads(out.read_text(encoding="utf-8"))
@@ -250,13 +309,13 @@ def evaluate(predictions: Sequence[str], references: Sequence[Sequence[str]],
     if "spice" in want:
         if spice_scores is not None:
             corpus["spice"], per_clip["spice"] = float(np.mean(spice_scores)), spice_scores
-        elif (jar_dir := spice_jar_dir()) is not None:
-            corpus["spice"], per_clip["spice"] = _spice(hyps, refs, jar_dir, java)
         else:
-            warnings.warn("SPICE skipped: the Stanford CoreNLP 3.6.0 jars are not installed (run `aacnb "
-                          "metrics-setup` online, or set AACNB_SPICE_DIR to a folder holding them); spice and "
-                          "spider are reported as None", SpiceUnavailableWarning, stacklevel=2)
-            corpus["spice"] = per_clip["spice"] = None
+            try:
+                corpus["spice"], per_clip["spice"] = _spice(hyps, refs, java, spice_cache_dir())
+            except SpiceUnavailable as e:
+                warnings.warn(f"SPICE skipped: {e}; spice and spider are reported as None", SpiceUnavailableWarning,
+                              stacklevel=2)
+                corpus["spice"] = per_clip["spice"] = None
     if "spider" in want:
         if per_clip["spice"] is None:
             corpus["spider"] = per_clip["spider"] = None
@@ -354,6 +413,15 @@ def cli_evaluate(argv: list[str] | None = None) -> int:
     return 0
 
 # %% ../nbs/20_metrics.ipynb #246f38a5
+CORENLP_URL = "http://nlp.stanford.edu/software/stanford-corenlp-full-2015-12-09.zip"  # pycocoevalcap's source
+MAVEN_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
+_POM = ('<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        '<groupId>aacnb</groupId><artifactId>spice-jars</artifactId><version>1</version><packaging>pom</packaging>'
+        '<dependencies>{}</dependencies></project>')
+_DEPENDENCY = ('<dependency><groupId>{}</groupId><artifactId>{}</artifactId><version>{}</version>{}<exclusions>'
+               '<exclusion><groupId>*</groupId><artifactId>*</artifactId></exclusion></exclusions></dependency>')
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -362,33 +430,63 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_jar(path: Path) -> None:
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (OSError, zipfile.BadZipFile) as e:
-        raise MetricsError(f"{path} is not a readable jar: {e}") from e
-    probe = _JAR_PROBES[path.name]
-    if not any(n.startswith(probe) for n in names):
-        raise MetricsError(f"{path} does not look like {path.name}: no {probe} inside")
+def _check_recorded(path: Path, name: str | None = None) -> dict:
+    "Size and SHA-256 of `path`, checked against what `SPICE_JARS` records for `name`; MetricsError when they differ."
+    name = name or path.name
+    _, size, sha = SPICE_JARS[name]
+    got_size = path.stat().st_size
+    if got_size != size:
+        raise MetricsError(f"{path}: {got_size:,} bytes, not the {size:,} recorded for {name}")
+    got = _sha256(path)
+    if got != sha:
+        raise MetricsError(f"{path}: SHA-256 {got}, not the {sha} recorded for {name}")
+    return {"bytes": got_size, "sha256": got}
 
 
 def verify_spice_jars(folder: str | os.PathLike) -> dict:
-    "Check both CoreNLP jars in `folder` (contents, and SHA-256 against MANIFEST.json when present)."
+    "Check the jars in `folder` against `SPICE_JARS` (size, SHA-256): both CoreNLP jars required, Rhino's when present."
     folder = Path(folder)
-    manifest = json.loads((folder / "MANIFEST.json").read_text()) if (folder / "MANIFEST.json").is_file() else {}
     out = {}
-    for name in CORENLP_JARS:
+    for name in SPICE_JARS:
         p = folder / name
         if not p.is_file():
-            raise MetricsError(f"{p} is missing: run `aacnb metrics-setup` (online, or with --zip) to install "
-                               "it, or set AACNB_SPICE_DIR to a folder holding both CoreNLP 3.6.0 jars")
-        _check_jar(p)
-        out[name] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
-        want = manifest.get("jars", {}).get(name, {}).get("sha256")
-        if want and want != out[name]["sha256"]:
-            raise MetricsError(f"{p}: SHA-256 {out[name]['sha256']} differs from MANIFEST.json ({want})")
+            if name in CORENLP_JARS:
+                raise MetricsError(f"{p} is missing: run `{SETUP_COMMAND}` to install it")
+            continue
+        out[name] = _check_recorded(p)
     return out
+
+
+def fetch_with_maven(dest: str | os.PathLike, names: Sequence[str] = tuple(SPICE_JARS), mvn: str = "mvn") -> None:
+    "Fetch `names` with Maven (Maven Central, or your settings' mirror), verify them and move them into `dest`."
+    exe = shutil.which(mvn)
+    if exe is None:
+        raise MetricsError(f"Maven ({mvn!r}) is not on the PATH")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    deps = []
+    for name in names:
+        g, a, v, *classifier = SPICE_JARS[name][0].split(":")
+        deps.append(_DEPENDENCY.format(g, a, v, "".join(f"<classifier>{c}</classifier>" for c in classifier)))
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".maven-") as tmp:   # its local repository goes too
+        tmp = Path(tmp)
+        (tmp / "pom.xml").write_text(_POM.format("".join(deps)), encoding="utf-8")
+        cmd = [exe, "-B", "-q", "-Dstyle.color=never", "-f", str(tmp / "pom.xml"),
+               f"-Dmaven.repo.local={tmp / 'repository'}", f"{MAVEN_PLUGIN}:copy-dependencies",
+               f"-DoutputDirectory={tmp / 'jars'}"]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        except OSError as e:
+            raise MetricsError(f"could not start Maven ({exe}): {e}") from e
+        if p.returncode != 0:
+            tail = (p.stdout + p.stderr).strip()[-1500:]
+            raise MetricsError(f"Maven could not fetch the jars (exit code {p.returncode}):\n{tail}")
+        for name in names:
+            src = tmp / "jars" / name
+            if not src.is_file():
+                raise MetricsError(f"Maven finished but wrote no {name}")
+            _check_recorded(src, name)
+            os.replace(src, dest / name)
 
 
 def _download(url: str, dest: Path) -> None:
@@ -402,61 +500,104 @@ def _download(url: str, dest: Path) -> None:
     print(file=sys.stderr)
 
 
-def setup_spice(dest: str | os.PathLike | None = None, url: str = CORENLP_URL, zip_path: str | None = None,
-                sha256: str | None = None, force: bool = False) -> Path:
-    "Install the CoreNLP 3.6.0 jars SPICE needs into `dest` (default `default_spice_dir()`); return the folder."
-    dest = Path(dest) if dest else default_spice_dir()
-    if not force and all((dest / j).is_file() for j in CORENLP_JARS):
-        verify_spice_jars(dest)
-        return dest
+def fetch_from_stanford(dest: str | os.PathLike, url: str = CORENLP_URL, zip_path: str | os.PathLike | None = None,
+                        names: Sequence[str] = CORENLP_JARS) -> None:
+    "Take the CoreNLP jars from Stanford's release zip (`url`, or `zip_path`), verify them and move them into `dest`."
+    dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest, prefix=".setup-") as tmp:
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".stanford-") as tmp:
         zp = Path(zip_path) if zip_path else Path(tmp) / "corenlp.zip"
         if not zip_path:
             print(f"downloading {url}", file=sys.stderr)
             _download(url, zp)
-        if sha256 and _sha256(zp) != sha256.lower():
-            raise MetricsError(f"{zp}: SHA-256 {_sha256(zp)} is not the expected {sha256}")
         try:
             with zipfile.ZipFile(zp) as z:
-                members = {Path(n).name: n for n in z.namelist() if Path(n).name in CORENLP_JARS}
-                missing = [j for j in CORENLP_JARS if j not in members]
+                members = {Path(n).name: n for n in z.namelist() if Path(n).name in names}
+                missing = [j for j in names if j not in members]
                 if missing:
                     raise MetricsError(f"{zp} does not contain {missing}: is it stanford-corenlp-full-2015-12-09.zip?")
-                for name in CORENLP_JARS:
-                    with z.open(members[name]) as src, atomic_write(dest / name, "wb") as dst:
+                for name in names:
+                    with z.open(members[name]) as src, open(Path(tmp) / name, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)   # reading to the end checks the CRC-32
         except zipfile.BadZipFile as e:
             raise MetricsError(f"{zp} is not a valid zip file: {e}") from e
-    jars = verify_spice_jars(dest)
-    with atomic_write(dest / "MANIFEST.json") as f:
-        json.dump({"source": zip_path or url, "jars": jars}, f, indent=2)
-    return dest
+        for name in names:
+            _check_recorded(Path(tmp) / name, name)
+            os.replace(Path(tmp) / name, dest / name)
+
+
+def _missing_jars(dest: Path, force: bool = False) -> list[str]:
+    "The jars of `SPICE_JARS` absent from `dest` or not matching their record (all of them with `force`)."
+    missing = []
+    for name in SPICE_JARS:
+        p = dest / name
+        try:
+            if force or not p.is_file():
+                raise MetricsError(f"{p} is missing")
+            _check_recorded(p)
+        except (MetricsError, OSError):
+            missing.append(name)
+    return missing
+
+
+def setup_spice(dest: str | os.PathLike | None = None, *, maven: bool = True, url: str = CORENLP_URL,
+                zip_path: str | os.PathLike | None = None, force: bool = False, java: str | None = None) -> list[str]:
+    "Install the jars missing from `dest` (default `default_spice_dir()`): Maven, else Stanford's zip; return those fetched."
+    dest = Path(dest) if dest else default_spice_dir()
+    missing = fetched = _missing_jars(dest, force)
+    problems = []
+    if missing and maven and zip_path is None:
+        mb = sum(SPICE_JARS[n][1] for n in missing) / 1e6
+        print(f"SPICE: fetching {len(missing)} jar(s), {mb:.0f} MB, with Maven into {dest}", file=sys.stderr)
+        try:
+            fetch_with_maven(dest, missing)
+            missing = []
+        except MetricsError as e:
+            problems.append(f"Maven: {e}")
+    corenlp = [n for n in missing if n in CORENLP_JARS]
+    if corenlp:
+        try:
+            fetch_from_stanford(dest, url, zip_path, corenlp)
+        except (MetricsError, OSError) as e:
+            problems.append(f"Stanford zip ({zip_path or url}): {e}")
+    try:
+        spice_classpath(java, jar_dir=dest)
+    except SpiceUnavailable as e:
+        raise SpiceUnavailable("\n".join([f"SPICE is not installed: {e}", *problems])) from None
+    return [n for n in fetched if (dest / n).is_file()]
 
 
 def cli_metrics_setup(argv: list[str] | None = None) -> int:
-    "`aacnb metrics-setup`: fetch and verify the Stanford CoreNLP 3.6.0 jars SPICE needs."
-    ap = argparse.ArgumentParser(prog="aacnb metrics-setup", description="Install the Stanford CoreNLP 3.6.0 "
-                                 "jars that SPICE (and so SPIDEr) needs; the other metrics work without them.")
-    ap.add_argument("--dest", help="folder for the jars (default $AACNB_SPICE_DIR or <data root>/spice)")
+    "`aacnb metrics-setup`: fetch and verify the jars SPICE needs (Stanford CoreNLP 3.6.0, Rhino)."
+    ap = argparse.ArgumentParser(prog="aacnb metrics-setup", description="Install the jars SPICE (and so SPIDEr) "
+                                 "needs into a user cache folder: Stanford CoreNLP 3.6.0 and Rhino, with Maven when "
+                                 "present, else the Stanford release zip. The other metrics work without them.")
+    ap.add_argument("--dest", help="folder for the jars (default $AACNB_SPICE_DIR, else ~/.cache/aacnb/spice)")
+    ap.add_argument("--no-maven", action="store_true", help="do not use Maven: take the Stanford release zip")
     ap.add_argument("--url", default=CORENLP_URL, help="where to download stanford-corenlp-full-2015-12-09.zip")
-    ap.add_argument("--zip", dest="zip_path", help="use this already-downloaded zip instead of downloading")
-    ap.add_argument("--sha256", help="expected SHA-256 of the zip, if you know it")
-    ap.add_argument("--force", action="store_true", help="re-install even if the jars are present")
+    ap.add_argument("--zip", dest="zip_path", help="use this already-downloaded Stanford zip")
+    ap.add_argument("--force", action="store_true", help="fetch again even if the jars are present")
     ap.add_argument("--verify", action="store_true", help="only check an existing installation")
+    ap.add_argument("--quiet", action="store_true", help="print nothing when everything is already installed")
     args = ap.parse_args(argv)
+    folder = Path(args.dest) if args.dest else default_spice_dir()
     try:
         if args.verify:
-            folder = Path(args.dest) if args.dest else (spice_jar_dir() or default_spice_dir())
+            folder = Path(args.dest) if args.dest else (spice_jar_dir() or folder)
             jars = verify_spice_jars(folder)
+            spice_classpath(jar_dir=folder)
         else:
-            folder = setup_spice(args.dest, args.url, args.zip_path, args.sha256, args.force)
-            jars = verify_spice_jars(folder)
+            fetched = setup_spice(folder, maven=not args.no_maven, url=args.url, zip_path=args.zip_path,
+                                  force=args.force)
+            if args.quiet and not fetched:
+                return 0
+            jars = {n: {"bytes": SPICE_JARS[n][1], "sha256": SPICE_JARS[n][2]} for n in SPICE_JARS
+                    if (folder / n).is_file()}             # each one checked by setup_spice
     except (MetricsError, OSError) as e:
-        print(f"aacnb metrics-setup: error: {e}", file=sys.stderr)
+        print(f"aacnb metrics-setup: {e}", file=sys.stderr)
         return 1
     for name, info in jars.items():
-        print(f"ok  {folder / name}  {info['bytes'] / 2**20:.1f} MiB  sha256 {info['sha256'][:16]}...")
+        print(f"ok  {folder / name}  {info['bytes']:,} bytes  sha256 {info['sha256'][:16]}...")
     if spice_jar_dir() != folder:
         print(f"set AACNB_SPICE_DIR={folder} so that evaluate finds these jars")
     return 0

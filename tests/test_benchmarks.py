@@ -8,6 +8,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def _spice_expect():
+    "bench_spice measures only where SPICE runs and ../shared is beside the checkout; elsewhere it says why it skips."
+    from aacnb.metrics import SpiceUnavailable, spice_classpath
+    try:
+        spice_classpath()
+    except SpiceUnavailable:
+        return "skipped: SPICE cannot run here"
+    shared = ROOT.parent / "shared" / "data" / "clotho-captions" / "third_party_system_outputs_eval.csv"
+    return "ratio cold / cached" if shared.is_file() else "skipped: "
+
 TOY = {  # benchmark: (toy-size options, a line fragment it must print)
     "audio": (["--clips", "1", "--seconds", "1", "--repeats", "1", "--threads", "1"], "ratio log_mel / numpy"),
     "batching": (["--clips", "2", "--min-seconds", "1", "--max-seconds", "2", "--long-seconds", "4", "--batch-size", "2",
@@ -15,6 +26,7 @@ TOY = {  # benchmark: (toy-size options, a line fragment it must print)
     "cider": (["--clips", "12", "--batch", "4", "--repeats", "1"], "pycocoevalcap"),
     "decoding": (["--batch", "2", "--steps", "3", "--repeats", "1", "--ref-clips", "1", "--threads", "1"],
                  "identical captions: batched == per-clip == recompute"),
+    "spice": (["--clips", "5"], _spice_expect()),
     "retrieval": (["--batch-size", "2", "--seconds", "1", "--steps", "1", "--metric-clips", "12", "--device", "cpu"],
                   "frozen text encoder: memoised captions"),
     "synthetic": (["--clips", "1", "--corpus", "0"], "wavetable"),

@@ -1,20 +1,23 @@
 "aacnb.metrics: evaluate() over pycocoevalcap, Java failure modes, SPICE handling, the two CLIs."
+import hashlib
 import http.server
 import io
 import json
+import os
 import sys
 import stat
 import threading
 import warnings
 import zipfile
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import aacnb.metrics as M
-from aacnb.metrics import (CORENLP_JARS, METRIC_NAMES, MetricsError, SpiceUnavailableWarning, cli_evaluate,
-                           cli_metrics_setup, evaluate, ptb_tokenize)
+from aacnb.metrics import (CORENLP_JARS, METRIC_NAMES, RHINO_JARS, MetricsError, SpiceUnavailableWarning,
+                           cli_evaluate, cli_metrics_setup, evaluate, ptb_tokenize)
 
 PREDS = ["A dog barks loudly.", "Rain falls on a tin roof", "a car passes by"]
 REFS = [["A dog is barking.", "The dog barks at a passing car.", "Dogs bark loudly."],
@@ -24,9 +27,9 @@ NO_JAVA = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d")   # sco
 
 
 @pytest.fixture(autouse=True)
-def _no_spice_jars(monkeypatch):
-    "Tests never use real CoreNLP jars (e.g. in pycocoevalcap's spice/lib): SPICE is unavailable unless set up."
-    monkeypatch.setattr(M, "spice_jar_dir", lambda: None)
+def _no_spice_jars(monkeypatch, tmp_path):
+    "SPICE's jars folder is an empty one here (as where the fetch failed); tests/test_spice.py runs the real jars."
+    monkeypatch.setenv("AACNB_SPICE_DIR", str(tmp_path / "no-spice-jars"))
 
 
 def _pycoco_reference(preds, refs, metrics):
@@ -133,28 +136,50 @@ def test_java_crash(tmp_path, monkeypatch):
         ptb_tokenize(["a", "b", "c"], java=extra)
 
 
-def test_spice_runs_when_jars_present(tmp_path, monkeypatch):
-    "With jars found, SPICE is called (here a fake java that writes SPICE's JSON) and SPIDEr is computed."
-    d = tmp_path / "jars"
-    d.mkdir()
-    for j in CORENLP_JARS:
-        (d / j).write_bytes(b"")
-    monkeypatch.setattr(M, "spice_jar_dir", lambda: d)
+def test_spice_command_line(tmp_path, monkeypatch):
+    "SPICE gets its classpath, the Java 17 flags and the cache folder from aacnb (here a fake java writes SPICE's JSON)."
+    monkeypatch.setattr(M, "spice_classpath", lambda java=None, jar_dir=None: ["/jars/spice-1.0.jar", "/jars/rhino.jar"])
     script = ("import json,sys; a=sys.argv; open(a[1] + '.argv', 'w').write(' '.join(a));"
               "i=json.load(open(a[a.index('edu.anu.spice.SpiceScorer')+1]));"
               "json.dump([{'image_id':x['image_id'],'scores':{'All':{'f':0.25}}} for x in i],"
               "open(a[a.index('-out')+1],'w'))")
     version = 'if [ "$1" = "-version" ]; then echo \'openjdk version "17.0.15" 2025-04-15\' >&2; exit 0; fi'
     java = _fake_java(tmp_path, f'{version}\nexec {sys.executable} -c "{script}" "{tmp_path}/spice" "$@"')
+    monkeypatch.setenv("AACNB_SPICE_CACHE", str(tmp_path / "parse-cache"))
     corpus, per_clip = evaluate(PREDS, REFS, metrics=("spice",), tokenize=False, java=java)
     assert corpus["spice"] == pytest.approx(0.25)
     np.testing.assert_allclose(per_clip["spice"], 0.25)
     argv = (tmp_path / "spice.argv").read_text()
     assert "--add-opens=java.base/java.lang=ALL-UNNAMED" in argv      # Java 17: FST needs the opens
-    assert "-cache" not in argv and "-subset" in argv and str(d / CORENLP_JARS[1]) in argv
+    assert f"-cp /jars/spice-1.0.jar{os.pathsep}/jars/rhino.jar " in argv and "-subset" in argv
+    assert f"-cache {tmp_path / 'parse-cache'} " in argv and (tmp_path / "parse-cache").is_dir()
+    monkeypatch.setenv("AACNB_SPICE_CACHE", "off")
+    evaluate(PREDS, REFS, metrics=("spice",), tokenize=False, java=java)
+    assert "-cache" not in (tmp_path / "spice.argv").read_text()
     crash = _fake_java(tmp_path, 'echo "InaccessibleObjectException" >&2; exit 1')
     with pytest.raises(MetricsError, match="(?s)SPICE failed.*InaccessibleObjectException"):
         evaluate(PREDS, REFS, metrics=("spice",), tokenize=False, java=crash)
+
+
+def test_spice_needs_a_javascript_engine_on_java_15_and_later(tmp_path, monkeypatch):
+    "CoreNLP jars without Rhino: fine on Java 11 (Nashorn), unavailable on Java 17, saying how to get Rhino."
+    d = tmp_path / "jars"
+    d.mkdir()
+    for j in CORENLP_JARS:
+        with open(d / j, "wb") as f:
+            f.truncate(M.SPICE_JARS[j][1])              # the recorded size: what the cheap check looks at
+    monkeypatch.setenv("AACNB_SPICE_DIR", str(d))
+    monkeypatch.setattr(M, "DEBIAN_RHINO", tmp_path / "no-debian-rhino.jar")
+    monkeypatch.setattr(M, "_java_major", lambda java: 11)
+    assert M.spice_classpath()[2:] == [str(d / j) for j in CORENLP_JARS]
+    monkeypatch.setattr(M, "_java_major", lambda java: 17)
+    with pytest.raises(M.SpiceUnavailable, match="(?s)Java 17 has no JavaScript engine.*aacnb metrics-setup"):
+        M.spice_classpath()
+    with pytest.warns(SpiceUnavailableWarning, match="librhino-java"):
+        corpus, _ = evaluate(PREDS, REFS, metrics=("cider_d", "spider"), tokenize=False)
+    assert corpus["spider"] is None and corpus["cider_d"] > 0
+    (tmp_path / "no-debian-rhino.jar").write_bytes(b"")        # Debian's librhino-java installed
+    assert M.spice_classpath()[-1] == str(tmp_path / "no-debian-rhino.jar")
 
 
 @pytest.mark.slow
@@ -198,6 +223,7 @@ def test_cli_evaluate(tmp_path, capsys):
                          "--allow-missing"]) == 0
     out = capsys.readouterr()
     assert "2 clips" in out.out and "cider_d" in out.out and "n/a" in out.out and "SPICE skipped" in out.err
+    assert "run `aacnb metrics-setup`" in out.err                    # the one command that fixes it
     assert cli_evaluate(["--predictions", p, "--references", r, "--metrics", "cider_d", "--allow-missing",
                          "--json"]) == 0
     js = json.loads(capsys.readouterr().out)
@@ -206,48 +232,119 @@ def test_cli_evaluate(tmp_path, capsys):
     assert "predictions file not found" in capsys.readouterr().err
 
 
-def _fake_corenlp_zip(path, broken=False):
-    with zipfile.ZipFile(path, "w") as z:
-        for name in CORENLP_JARS:
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w") as jar:
-                probe = M._JAR_PROBES[name] + ("en/x.ser.gz" if name.endswith("models.jar") else "")
-                jar.writestr("other/thing.class" if broken else probe, b"\xca\xfe")
-            z.writestr(f"stanford-corenlp-full-2015-12-09/{name}", buf.getvalue())
+FAKE_JARS = {name: f"not really {name}".encode() for name in M.SPICE_JARS}
+FAKE_MVN = """#!{python}
+import pathlib, re, sys
+args = sys.argv[1:]
+pathlib.Path(sys.argv[0] + ".log").write_text(" ".join(args))
+if {fail}:
+    print("[ERROR] Failed to execute goal: Could not transfer artifact: Network is unreachable")
+    sys.exit(1)
+pom = pathlib.Path(args[args.index("-f") + 1]).read_text()
+out = pathlib.Path(next(a.split("=", 1)[1] for a in args if a.startswith("-DoutputDirectory=")))
+repo = pathlib.Path(next(a.split("=", 1)[1] for a in args if a.startswith("-Dmaven.repo.local=")))
+out.mkdir(parents=True)
+repo.mkdir(parents=True)
+dep = r"<dependency><groupId>[^<]+</groupId><artifactId>([^<]+)</artifactId><version>([^<]+)</version>"
+for a, v, c in re.findall(dep + r"(?:<classifier>([^<]+)</classifier>)?", pom):
+    name = a + "-" + v + ("-" + c if c else "") + ".jar"
+    (out / name).write_bytes(b"not really " + name.encode())
+    (repo / name).write_bytes(b"not really " + name.encode())
+    with open(sys.argv[0] + ".log", "a") as log:
+        log.write(" wrote:" + name)
+"""
 
 
-def test_metrics_setup_downloads_and_verifies(tmp_path, capsys):
-    srv_dir = tmp_path / "srv"
-    srv_dir.mkdir()
-    _fake_corenlp_zip(srv_dir / "corenlp.zip")
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(srv_dir))
+@pytest.fixture
+def fake_jars(monkeypatch, tmp_path):
+    "SPICE_JARS records small stand-in jars; `mvn` on the PATH is a script that 'downloads' them (or fails: 'fail')."
+    monkeypatch.setattr(M, "SPICE_JARS", {n: (M.SPICE_JARS[n][0], len(b), hashlib.sha256(b).hexdigest())
+                                          for n, b in FAKE_JARS.items()})
+    monkeypatch.setattr(M, "DEBIAN_RHINO", tmp_path / "no-debian-rhino.jar")
+    monkeypatch.setattr(M, "_java_major", lambda java: 17)
+
+    def make(mode="ok"):
+        bin_dir = tmp_path / f"bin-{mode}"
+        bin_dir.mkdir()
+        (bin_dir / "mvn").write_text(FAKE_MVN.format(python=sys.executable, fail=mode == "fail"))
+        (bin_dir / "mvn").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        return bin_dir / "mvn.log"
+    return make
+
+
+def test_metrics_setup_with_maven(tmp_path, fake_jars, capsys):
+    log = fake_jars("ok")
+    dest = tmp_path / "cache" / "spice"
+    assert cli_metrics_setup(["--dest", str(dest)]) == 0
+    assert sorted(p.name for p in dest.iterdir()) == sorted(M.SPICE_JARS)     # the POM and the repository are gone
+    args = log.read_text()
+    assert "copy-dependencies" in args and f"-Dmaven.repo.local={dest}" in args
+    out = capsys.readouterr().out
+    assert all(f"ok  {dest / n}" in out for n in M.SPICE_JARS)   # the models jar came by its classifier
+    stamp = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
+    log.unlink()
+    assert cli_metrics_setup(["--dest", str(dest), "--quiet"]) == 0           # what `make install` runs each time
+    assert capsys.readouterr() == ("", "") and not log.exists()             # nothing printed, Maven not run
+    assert stamp == {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
+    (dest / RHINO_JARS[0]).write_bytes(b"not really rhino-1.7.15.X.jar")    # same size, other bytes
+    assert cli_metrics_setup(["--dest", str(dest), "--verify"]) == 1
+    assert f"not the {M.SPICE_JARS[RHINO_JARS[0]][2]} recorded" in capsys.readouterr().err
+    assert cli_metrics_setup(["--dest", str(dest), "--quiet"]) == 0           # fetched again, that one only
+    assert (dest / RHINO_JARS[0]).read_bytes() == FAKE_JARS[RHINO_JARS[0]]
+    assert log.read_text().split(" wrote:")[1:] == [RHINO_JARS[0]]
+
+
+def _serve(folder):
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     handler.log_message = lambda *a, **k: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _stanford_zip(path, jars):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in jars.items():
+            z.writestr(f"stanford-corenlp-full-2015-12-09/{name}", data)
+
+
+def test_metrics_setup_falls_back_to_the_stanford_zip(tmp_path, fake_jars, monkeypatch, capsys):
+    fake_jars("fail")
+    (tmp_path / "srv").mkdir()
+    _stanford_zip(tmp_path / "srv" / "corenlp.zip", {n: FAKE_JARS[n] for n in CORENLP_JARS})
+    server = _serve(tmp_path / "srv")
+    dest = tmp_path / "spice"
     try:
         url = f"http://127.0.0.1:{server.server_port}/corenlp.zip"
-        dest = tmp_path / "spice"
+        # Maven fails; the zip gives CoreNLP but no Rhino, which Java 17 needs: not installed, and why.
+        assert cli_metrics_setup(["--dest", str(dest), "--url", url]) == 1
+        err = capsys.readouterr().err
+        assert "Java 17 has no JavaScript engine" in err and "Maven could not fetch" in err and "Network" in err
+        assert sorted(p.name for p in dest.iterdir()) == sorted(CORENLP_JARS)
+        (tmp_path / "no-debian-rhino.jar").write_bytes(b"")              # now with Debian's librhino-java
         assert cli_metrics_setup(["--dest", str(dest), "--url", url]) == 0
     finally:
         server.shutdown()
-    assert all((dest / j).is_file() for j in CORENLP_JARS)
-    manifest = json.loads((dest / "MANIFEST.json").read_text())
-    assert manifest["source"] == url and set(manifest["jars"]) == set(CORENLP_JARS)
     assert cli_metrics_setup(["--dest", str(dest), "--verify"]) == 0
-    (dest / CORENLP_JARS[0]).write_bytes((dest / CORENLP_JARS[1]).read_bytes())   # tamper
-    capsys.readouterr()
-    assert cli_metrics_setup(["--dest", str(dest), "--verify"]) == 1
-    assert "does not look like" in capsys.readouterr().err
+    monkeypatch.setenv("AACNB_SPICE_DIR", str(dest))
+    assert M.spice_classpath()[-1] == str(tmp_path / "no-debian-rhino.jar")
 
 
-def test_metrics_setup_rejects_bad_zips(tmp_path, capsys):
-    _fake_corenlp_zip(tmp_path / "bad.zip", broken=True)
-    assert cli_metrics_setup(["--dest", str(tmp_path / "a"), "--zip", str(tmp_path / "bad.zip")]) == 1
-    assert "does not look like" in capsys.readouterr().err
+def test_metrics_setup_refuses_what_it_cannot_verify(tmp_path, fake_jars, capsys):
+    fake_jars("fail")
+    _stanford_zip(tmp_path / "other.zip", {n: b"other bytes" for n in CORENLP_JARS})
+    assert cli_metrics_setup(["--dest", str(tmp_path / "a"), "--no-maven", "--zip", str(tmp_path / "other.zip")]) == 1
+    assert "recorded for stanford-corenlp-3.6.0" in capsys.readouterr().err
+    assert list((tmp_path / "a").iterdir()) == []                            # nothing unverified left behind
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
-    assert cli_metrics_setup(["--dest", str(tmp_path / "b"), "--zip", str(tmp_path / "junk.zip")]) == 1
+    assert cli_metrics_setup(["--dest", str(tmp_path / "b"), "--no-maven", "--zip", str(tmp_path / "junk.zip")]) == 1
     assert "not a valid zip" in capsys.readouterr().err
-    _fake_corenlp_zip(tmp_path / "ok.zip")
-    assert cli_metrics_setup(["--dest", str(tmp_path / "c"), "--zip", str(tmp_path / "ok.zip"),
-                              "--sha256", "0" * 64]) == 1
-    assert "SHA-256" in capsys.readouterr().err
+    _stanford_zip(tmp_path / "half.zip", {CORENLP_JARS[0]: FAKE_JARS[CORENLP_JARS[0]]})
+    assert cli_metrics_setup(["--dest", str(tmp_path / "c"), "--no-maven", "--zip", str(tmp_path / "half.zip")]) == 1
+    assert "does not contain" in capsys.readouterr().err
+    # Both routes fail (Maven errors, nothing listens on the URL): exit 1, each reason, the command to retry.
+    assert cli_metrics_setup(["--dest", str(tmp_path / "d"), "--url", "http://127.0.0.1:9/none.zip"]) == 1
+    err = capsys.readouterr().err
+    assert "Maven could not fetch" in err and "Stanford zip (http://127.0.0.1:9/none.zip)" in err
+    assert "run `aacnb metrics-setup`" in err
