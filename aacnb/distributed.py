@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 import subprocess
 import sys
 from collections import deque
@@ -152,16 +153,20 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 # %% ../nbs/14_distributed.ipynb #4f53cc96
-def torchrun_command(nproc: int, module: str, args: Sequence[str] = ()) -> list[str]:
-    "`python -m module args` in `nproc` processes on this machine (torchrun, standalone rendezvous)."
+def torchrun_command(nproc: int, module: str, args: Sequence[str] = (),
+                     launcher: Sequence[str] = ("--standalone",)) -> list[str]:
+    """`python -m module args` in `nproc` processes on this machine under torchrun; `launcher`: torchrun's
+    rendezvous options (one machine: `--standalone`; several: `--nnodes 2 --rdzv-backend c10d --rdzv-endpoint ...`)."""
     if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
         raise ValueError(f"nproc must be an int >= 1, got {nproc!r}")
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    return [sys.executable, "-m", "torch.distributed.run", *launcher, f"--nproc_per_node={nproc}",
             "-m", module, *map(str, args)]
 
+_RANK_ERROR = re.compile(r"^\[rank(\d+)\]: (\w*(?:Error|Exception|Interrupt)\b.*)$")
+
 def run_command(cmd: Sequence[str], log_path: str | Path, env: dict | None = None, echo: bool = True) -> None:
-    "Run `cmd`, copying its output to `log_path` (and to stdout); raise with the output's tail when it fails."
-    log_path, tail = Path(log_path), deque(maxlen=40)
+    "Run `cmd`, copying its output to `log_path` (and to stdout); raise with the first rank's error when it fails."
+    log_path, tail, first = Path(log_path), deque(maxlen=40), None
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -169,9 +174,12 @@ def run_command(cmd: Sequence[str], log_path: str | Path, env: dict | None = Non
         for line in proc.stdout:
             log.write(line)
             tail.append(line)
+            m = first is None and _RANK_ERROR.match(line.rstrip())
+            if m:
+                first = f"rank {m.group(1)}: {m.group(2)}"
             if echo:
                 print(line, end="", flush=True)
         rc = proc.wait()
     if rc:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed (exit {rc}); its output is in {log_path}, "
-                           f"ending:\n{''.join(tail)}")
+        raise RuntimeError(f"{first + chr(10) if first else ''}{' '.join(map(str, cmd))} failed (exit {rc}); its "
+                           f"output is in {log_path}, ending:\n{''.join(tail)}")

@@ -11,10 +11,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY = {  # benchmark: (toy-size options, a line fragment it must print)
     "audio": (["--clips", "1", "--seconds", "1", "--repeats", "1", "--threads", "1"], "ratio log_mel / numpy"),
     "cider": (["--clips", "12", "--batch", "4", "--repeats", "1"], "pycocoevalcap"),
+    "ddp": (["--model", "captioner", "--batch-size", "4", "--steps", "2", "--frames", "8", "--feature-dim", "16"],
+            "samples/s"),
     "decoding": (["--batch", "2", "--steps", "3", "--repeats", "1", "--ref-clips", "1", "--threads", "1"],
                  "identical captions: batched == per-clip == recompute"),
     "retrieval": (["--batch-size", "2", "--seconds", "1", "--steps", "1", "--metric-clips", "12", "--device", "cpu"],
                   "frozen text encoder: memoised captions"),
+    "stages": (["--tiny", "--device", "cpu", "--steps", "1", "--precisions", "fp32"], "SCST"),
     "synthetic": (["--clips", "1", "--corpus", "0"], "wavetable"),
 }
 

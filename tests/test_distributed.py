@@ -132,3 +132,28 @@ def _csv(path):
     import csv
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def test_a_study_training_run_on_two_processes(tmp_path, one_torch_thread):
+    "train_run: a retrieval job's parameters go to torchrun as a spec, each process rebuilds the job, fit on 2."
+    from aacnb import train_run
+    from aacnb.synthetic import make_corpus
+    from aacnb.training import TrainConfig
+    root = make_corpus(tmp_path / "corpus", n_clips=12, n_audiocaps=0, n_macs=0, clip_seconds=(3.0, 3.0),
+                       num_workers=1, progress=False)
+    job = train_run.retrieval_job(str(root), "clotho", audio="cnn14-tiny", text="bert-tiny", embed_dim=16,
+                                  overrides={"spec_augment": False}, eval_batch_size=8, max_seconds=3.0)
+    cfg = TrainConfig(epochs=2, batch_size=6, lr=1e-3, seed=0, monitor="map10", progress=False, log_every=1)
+    r = train_run.train(job, cfg, tmp_path / "two", nproc=2)
+    spec = json.loads((tmp_path / "two" / "spec.json").read_text())
+    assert spec["recipe"] == "retrieval" and spec["args"]["audio"] == "cnn14-tiny" and spec["config"]["batch_size"] == 6
+    ck = load_checkpoint(r.last_path)
+    assert ck["world_size"] == 2 and (r.epochs, r.steps) == (2, ck["step"]) and not r.resumed
+    assert r.best_epoch in (1, 2) and r.best_value == max(h["val_map10"] for h in r.history if h["kind"] == "epoch")
+    assert max_diff(job.model.state_dict(), ck["model"]) == 0              # the model holds the last weights
+    one = train_run.train(train_run.retrieval_job(**spec["args"]), cfg, tmp_path / "one")   # the same job here
+    assert one.steps == r.steps and [h["step"] for h in one.history] == [h["step"] for h in r.history]
+    again = train_run.train(job, cfg, tmp_path / "two", nproc=2)             # finished: torchrun returns at once
+    assert again.resumed and again.history == r.history
+    with pytest.raises(RuntimeError, match=r"rank \d: ValueError: the last batch of each epoch holds 1 of the 45"):
+        train_run.train(job, cfg.replace(batch_size=4), tmp_path / "tail", nproc=2)   # the rank's error comes first
