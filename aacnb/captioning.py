@@ -381,6 +381,10 @@ class Captioner(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                ignore_index=self.config.pad_id, label_smoothing=self.config.label_smoothing)
 
+    def loss_units(self, batch: dict) -> torch.Tensor:
+        "How many terms `loss` averages (non-pad targets): `fit` weighs ranks by it, so N ranks give the global mean."
+        return (batch["tokens"][:, 1:] != self.config.pad_id).sum()
+
     def forward(self, batch: dict) -> dict:
         tokens = _check_batch(batch, self.config)
         logits = self.logits(batch)

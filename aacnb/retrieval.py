@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import data_root
+from .distributed import gather_with_grad
 from .encoders import (ASTEncoder, PANNS_CHECKPOINTS, PannsConfig, ASTEncoderConfig, AUDIO_ENCODERS,
                             _ALIASES, build_audio_encoder, count_parameters)
 from .text_encoders import TEXT_ENCODERS, TextEncoder
@@ -50,6 +51,8 @@ class InfoNCELoss(nn.Module):
         "audio, text: (N, E) normalised, row i of each a matched pair -> (loss, logits (N_audio, N_text))."
         if audio.shape != text.shape:
             raise ValueError(f"audio {tuple(audio.shape)} and text {tuple(text.shape)} embeddings must match")
+        if self.training:  # under torch.distributed: the global batch, every rank's rows (a no-op for one process)
+            audio, text = gather_with_grad(audio), gather_with_grad(text)
         logits = self.scale() * audio @ text.t()  # (N, N): s(i, j) / τ
         target = torch.arange(len(audio), device=audio.device)
         loss = F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)  # A->T + T->A

@@ -14,6 +14,7 @@ import torch.nn as nn
 from .captioning import Captioner
 from .cider import CiderD
 from .decoding import greedy_decode, sample_decode
+from .distributed import all_gather_objects, current_world
 from .text import normalize_caption
 
 # %% auto #0
@@ -57,13 +58,20 @@ class SCSTCaptioner(nn.Module):
     def texts(self, tokens: torch.Tensor) -> list[str]:
         return [self.vocab.decode(row) for row in tokens.tolist()]
 
-    def rewards(self, tokens: torch.Tensor, references: list[list[str]]) -> np.ndarray:
+    def batch_scorer(self, references: list[list[str]], across_ranks: bool = False) -> CiderD:
+        """The reward's CIDEr-D: with corpus frequencies when it has them, else with those of the batch's distinct
+        clips (each clip's references counted once); `across_ranks`: the global batch's, every rank's clips."""
+        if self.scorer.table is not None:
+            return self.scorer
+        if across_ranks:
+            references = [r for part in all_gather_objects(references, current_world()) for r in part]
+        distinct = list(dict.fromkeys(tuple(r) for r in references))
+        return CiderD(self.scorer.n, self.scorer.sigma, corpus_references=[list(r) for r in distinct],
+                      tokenize=self.scorer.tokenize)
+
+    def rewards(self, tokens: torch.Tensor, references: list[list[str]], scorer: CiderD | None = None) -> np.ndarray:
         "CIDEr-D of each caption in tokens (B, L) against its (normalised) references -> (B,)."
-        scorer = self.scorer
-        if scorer.table is None:    # batch document frequencies: each distinct clip's references counted once
-            distinct = list(dict.fromkeys(tuple(r) for r in references))
-            scorer = CiderD(scorer.n, scorer.sigma, corpus_references=[list(r) for r in distinct],
-                            tokenize=scorer.tokenize)
+        scorer = scorer or self.batch_scorer(references)
         return scorer.compute(self.texts(tokens), references)[1]
 
     def training_step(self, batch: dict, state: Any = None) -> dict:
@@ -72,17 +80,18 @@ class SCSTCaptioner(nn.Module):
             raise KeyError(f"an SCST batch needs the clips' references as 'captions' (list of lists); keys: {sorted(batch)}")
         refs = _norm_refs(refs)
         m, S, out = self.captioner, self.num_samples, {}
+        scorer = self.batch_scorer(refs, across_ranks=True)
         if self.baseline == "greedy":
             was_training = m.training
             m.eval()                                               # the baseline: test-time greedy decoding
             greedy = greedy_decode(m, feats, lens, self.max_len, return_tensors=True)
             m.train(was_training)
-            r_greedy = self.rewards(greedy, refs)                                  # (B,)
+            r_greedy = self.rewards(greedy, refs, scorer)                          # (B,)
             out["greedy_reward"] = float(r_greedy.mean())
         # a clip's S samples are S rows over one encoding of it (one encoder dropout mask per clip, shared by its
         # samples): the encoder runs, and is back-propagated through, once per clip rather than S times
         tokens, logps = sample_decode(m, feats, lens, self.max_len, return_logprobs=True, num_samples=S)   # (B*S, L)
-        r_sample = self.rewards(tokens, [r for r in refs for _ in range(S)])                 # (B*S,)
+        r_sample = self.rewards(tokens, [r for r in refs for _ in range(S)], scorer)         # (B*S,)
         if self.baseline == "greedy":
             base = np.repeat(r_greedy, S)
         else:                                              # each sample against the mean of its clip's others

@@ -25,16 +25,16 @@ from .core import (Config, ConfigError, atomic_write, data_root, get_logger, git
 
 # %% auto #0
 __all__ = ['PAPER_TABLES', 'PAPER_EMBED_DIM', 'PAPER_CAPTIONER_CONFIGS', 'AUDIO_ENCODERS', 'DECODERS', 'DATASETS', 'FIDELITY',
-           'MARKER', 'TABLE_TITLES', 'ProfileError', 'DataSpec', 'RetrievalSystem', 'EnsembleSpec', 'RetrievalSpec',
-           'FeatureExtractorSpec', 'CaptionerSystem', 'CaptioningSpec', 'ParamCountSpec', 'Profile', 'profiles_dir',
-           'load_profile', 'profile_to_dict', 'show_profile', 'fidelity_rows', 'fidelity_markdown', 'write_fidelity',
-           'Run', 'runs_root', 'experiments_dir', 'plan_runs', 'select_runs', 'data_checks', 'weight_checks',
-           'RunFailed', 'run_status', 'execute_run', 'run_pipeline', 'save_run_result', 'load_run_result',
-           'selected_checkpoint', 'count_params', 'train_config', 'read_records', 'read_records_splits',
-           'audio_encoder_of', 'set_threads', 'retrieval_eval', 'retrieval_scores', 'caption_batches', 'caption_eval',
-           'caption_scores', 'table1', 'table2', 'chance_t2a', 'random_caption_scores', 'table3', 'table4',
-           'table_markdown', 'write_tables', 'make_figures', 'write_report', 'runs_markdown', 'results_markdown',
-           'cli_reproduce']
+           'MARKER', 'TRAINING_NOTEBOOKS', 'TABLE_TITLES', 'ProfileError', 'DataSpec', 'RetrievalSystem',
+           'EnsembleSpec', 'RetrievalSpec', 'FeatureExtractorSpec', 'CaptionerSystem', 'CaptioningSpec',
+           'ParamCountSpec', 'Profile', 'profiles_dir', 'load_profile', 'profile_to_dict', 'show_profile',
+           'fidelity_rows', 'fidelity_markdown', 'write_fidelity', 'Run', 'runs_root', 'experiments_dir', 'plan_runs',
+           'select_runs', 'data_checks', 'weight_checks', 'RunFailed', 'run_status', 'execute_run', 'with_nproc',
+           'run_pipeline', 'save_run_result', 'load_run_result', 'selected_checkpoint', 'count_params', 'train_config',
+           'read_records', 'read_records_splits', 'audio_encoder_of', 'set_threads', 'retrieval_eval',
+           'retrieval_scores', 'caption_batches', 'caption_eval', 'caption_scores', 'table1', 'table2', 'chance_t2a',
+           'random_caption_scores', 'table3', 'table4', 'table_markdown', 'write_tables', 'make_figures',
+           'write_report', 'runs_markdown', 'results_markdown', 'cli_reproduce']
 
 # %% ../nbs/40_study.ipynb #4430ad66
 _T3_COLS = ("bleu_4", "rouge_l", "meteor", "cider_d", "spice", "spider")  # B@4, R, M, C, S, SD
@@ -794,17 +794,29 @@ def execute_run(run: Run, root: Path, force: bool = False, log=None, say=None) -
     return marker
 
 # %% ../nbs/40_study.ipynb #349cd3a1
+TRAINING_NOTEBOOKS = ("retrieval.ipynb", "captioning.ipynb")
+
+def with_nproc(runs: list[Run], nproc: int = 1) -> list[Run]:
+    "The runs, the training ones asked to train in `nproc` processes (torchrun) when `nproc` > 1."
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise ValueError(f"nproc must be an int >= 1, got {nproc!r}")
+    if nproc == 1:
+        return runs
+    return [dataclasses.replace(r, params={**r.params, "nproc": nproc}) if r.notebook in TRAINING_NOTEBOOKS else r
+            for r in runs]
+
 def run_pipeline(profile: Profile | str, tables: Iterable[int] | None = None, force: bool = False,
-                 dry_run: bool = False, report: bool = True, out=None) -> dict:
+                 dry_run: bool = False, report: bool = True, out=None, nproc: int = 1) -> dict:
     "Run (or, with `dry_run`, list) the study for `profile`; return {'ran', 'skipped', 'seconds', ...}."
     out = out or sys.stdout
     p = show_profile(profile, file=out) if not isinstance(profile, Profile) else show_profile(profile, file=out)
     root = runs_root(p)
-    runs = select_runs(plan_runs(p), tables)
+    runs = with_nproc(select_runs(plan_runs(p), tables), nproc)
     say = lambda *a: print(*a, file=out, flush=True)
     say(f"fidelity table: {write_fidelity(p)}")
     if dry_run:
-        say(f"\n# dry run: {len(runs)} runs for profile {p.name}" + (f", tables {sorted(tables)}" if tables else ""))
+        say(f"\n# dry run: {len(runs)} runs for profile {p.name}" + (f", tables {sorted(tables)}" if tables else "")
+            + (f", training in {nproc} processes" if nproc > 1 else ""))
         status = {}
         for r in runs:
             status[r.name] = run_status(r, root)
@@ -946,10 +958,10 @@ def retrieval_eval(model, records: list, batch_size: int = 64, max_seconds: floa
     return out
 
 def retrieval_scores(similarity, text_to_audio) -> dict:
-    "{'t2a': R@1/5/10, mAP@10; 'a2t': the same for audio-to-text} in percent, by `aacnb.retrieval.retrieval_metrics`."
+    "{'t2a': R@1/5/10, mAP@10 and their geometric mean; 'a2t': for audio-to-text} in percent, by `aacnb.retrieval.retrieval_metrics`."
     from aacnb.retrieval import retrieval_metrics
     m = retrieval_metrics(similarity, text_to_audio)
-    t2a = {k: float(m[k]) for k in ("r1", "r5", "r10", "map10")}
+    t2a = {k: float(m[k]) for k in ("r1", "r5", "r10", "map10", "r_geomean")}
     return {"t2a": t2a, "a2t": {k[4:]: float(v) for k, v in m.items() if k.startswith("a2t_")}}
 
 def caption_batches(records: list, cache, batch_size: int = 32):
@@ -1296,7 +1308,7 @@ def results_markdown(profile: Profile | str = "tiny") -> str:
 
 # %% ../nbs/40_study.ipynb #cf4f2f9a
 def cli_reproduce(argv: list[str] | None = None) -> int:
-    "`aacnb reproduce --profile tiny|paper|PATH [--table N] [--force] [--dry-run]`"
+    "`aacnb reproduce --profile tiny|paper|PATH [--table N] [--force] [--dry-run] [--nproc N]`"
     ap = argparse.ArgumentParser(prog="aacnb reproduce", description="Run the study for a profile and write "
                                  "reports/<profile>/ (Tables 1-4 as Markdown and CSV, figures, report notebook + HTML).")
     ap.add_argument("--profile", default="tiny", help="tiny (default), paper, or a path to a profile YAML")
@@ -1304,15 +1316,33 @@ def cli_reproduce(argv: list[str] | None = None) -> int:
                     help="only the runs this table needs (repeatable); default all four")
     ap.add_argument("--force", action="store_true", help="rerun runs that are already complete")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and check data and weights; run nothing")
+    ap.add_argument("--nproc", type=int, default=1, help="train in N processes on this machine (torchrun; one per "
+                    "GPU, or CPU processes for device cpu); default 1")
     args = ap.parse_args(argv)
     try:
         p = load_profile(args.profile)
     except ProfileError as e:
         print(f"aacnb reproduce: {e}", file=sys.stderr); return 2
+    problem = _nproc_problem(args.nproc, p.device)
+    if problem:
+        print(f"aacnb reproduce: {problem}", file=sys.stderr); return 2
     try:
-        res = run_pipeline(p, tables=args.table, force=args.force, dry_run=args.dry_run)
+        res = run_pipeline(p, tables=args.table, force=args.force, dry_run=args.dry_run, nproc=args.nproc)
     except RunFailed as e:
         print(f"aacnb reproduce: {e}", file=sys.stderr); return 1
     if args.dry_run:
         return 0 if all(ok for _, ok, _ in res["checks"]) or p.data.synthetic else 3
     return 0
+
+def _nproc_problem(nproc: int, device: str) -> str:
+    "Why `nproc` processes cannot train on `device` here ('' when they can)."
+    import torch
+    if nproc < 1:
+        return f"--nproc must be >= 1, got {nproc}"
+    if nproc == 1 or device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return ""
+    if device.startswith("cuda:"):
+        return f"--nproc {nproc} with device {device!r}: each process takes its own GPU; set the profile's device to cuda"
+    if torch.cuda.device_count() < nproc:
+        return f"--nproc {nproc} needs {nproc} GPUs for device {device!r}; this machine shows {torch.cuda.device_count()}"
+    return ""

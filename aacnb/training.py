@@ -5,6 +5,7 @@
 # %% ../nbs/13_training.ipynb #3e88b4d7
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import importlib
@@ -19,8 +20,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .core import (Config, ConfigError, atomic_write, get_device, get_logger, provenance, save_torch,
-                        seed_everything)
+from .core import (Config, ConfigError, atomic_write, get_logger, provenance, save_torch, seed_everything)
+from .distributed import (World, all_gather_objects, all_reduce_sum, barrier, broadcast_object,
+                               check_global_batch, init_world, rank_device, shard)
 
 # %% auto #0
 __all__ = ['BUILDERS', 'TrainConfig', 'LRMultiplier', 'warmup_steps_for', 'make_scheduler', 'TrainState', 'to_device',
@@ -165,16 +167,29 @@ def _loss_outputs(model: torch.nn.Module, batch: Any, state: TrainState) -> dict
 
 class _Meter:
     "Running sums of the scalars the model returns, as float64 tensors on the device (no sync per step)."
-    def __init__(self, state: dict | None = None):
+    def __init__(self, state: dict | None = None, zero: bool = False):
         self.sums, self.n = dict((state or {}).get("sums", {})), (state or {}).get("n", 0)
+        if zero:  # ranks other than 0 resume with nothing: rank 0's sums in last.pt are the whole job's
+            self.sums = dict.fromkeys(self.sums, 0.0)
 
-    def add(self, out: dict):
+    def add(self, out: dict, share: float | torch.Tensor = 1.0):
+        "Add one micro-batch's scalars; `share`: this rank's share of the global batch (1 for one process)."
         for k, v in out.items():
             if isinstance(v, torch.Tensor) and v.ndim == 0:
-                self.sums[k] = self.sums.get(k, 0.0) + v.detach().double()
-            elif isinstance(v, float):
-                self.sums[k] = self.sums.get(k, 0.0) + v
+                v = v.detach().double()
+            elif not isinstance(v, float):
+                continue
+            self.sums[k] = self.sums.get(k, 0.0) + (v if isinstance(share, float) and share == 1.0 else v * share)
         self.n += 1
+
+    def reduced(self, world: World, device: torch.device) -> "_Meter":
+        "The sums over all ranks (each holds its share of the global values); itself for one process."
+        if world.size == 1 or not self.sums:
+            return self
+        keys = sorted(self.sums)
+        t = torch.tensor([float(self.sums[k]) for k in keys], dtype=torch.float64, device=device)
+        total = dict(zip(keys, all_reduce_sum(t, world).tolist()))
+        return _Meter({"sums": {k: total[k] for k in self.sums}, "n": self.n})
 
     def means(self) -> dict:
         return {k: float(v) / self.n for k, v in self.sums.items()} if self.n else {}
@@ -325,7 +340,8 @@ class WeightAverage:
         if self.avg is None:
             self.avg = new
         else:       # avg + (x - avg) / (n + 1): torch.optim.swa_utils' update, exact mean up to rounding
-            for k, v in new.items():
+            for k, v in new.items():   # (the average stays where it is: on the CPU after a resume)
+                v = v.to(self.avg[k].device)
                 self.avg[k] = self.avg[k] + (v - self.avg[k]) / (self.n + 1) if v.is_floating_point() else v
         self.n += 1
 
@@ -381,136 +397,238 @@ def _check_resumable(ckpt: dict, config: TrainConfig, path: Path) -> None:
         raise ValueError(f"{path} was written by a run with another config ({changes}); resume with the same "
                          f"config, or use a new out_dir (init_from={str(path)!r} starts a new run from its weights)")
 
-# %% ../nbs/13_training.ipynb #3eb26822
-def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | Path,
-        val_fn: Callable[[torch.nn.Module], dict] | None = None, collate_fn: Callable | None = None,
-        init_from: str | Path | None = None, model_config: dict | None = None,
-        on_step: Callable[[TrainState], None] | None = None) -> TrainResult:
-    "Train `model` on the Dataset `train_data`, writing log.csv, last.pt and best.pt to `out_dir`; resume from last.pt."
-    cfg, out_dir, log = config, Path(out_dir), get_logger("aacnb.training")
-    last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "log.csv"
-    model_config = json.loads(json.dumps(model_config)) if model_config is not None else None  # plain data only
-    device = get_device(cfg.device)
-    amp_dtype, use_scaler = _amp_settings(cfg.amp, device)
-    model.to(device)
+# %% ../nbs/13_training.ipynb #222ef116
+@dataclasses.dataclass
+class _Position:
+    "Where a run is and what it has kept so far (all of it in last.pt)."
+    epoch: int = 0                   # 0-based epoch in progress
+    batch_i: int = 0                 # micro-batches of that epoch done
+    step: int = 0                    # optimiser steps done
+    best: float | None = None        # the monitored value in best.pt ...
+    best_epoch: int | None = None    # ... and its 1-based epoch
+    history: list = dataclasses.field(default_factory=list)             # the rows of log.csv
+    window: _Meter = dataclasses.field(default_factory=_Meter)          # scalars since the last train row
+    epoch_meter: _Meter = dataclasses.field(default_factory=_Meter)     # scalars of the epoch so far
+    swa: WeightAverage = dataclasses.field(default_factory=WeightAverage)
+    lr: float = 0.0                  # the LR of the last optimiser step (logged)
 
-    if not hasattr(train_data, "__len__") or isinstance(train_data, torch.utils.data.IterableDataset):
-        raise TypeError(f"train_data must be a map-style Dataset with __len__ (the loop shuffles indices), "
-                        f"got {type(train_data).__name__}")
-    n_batches = len(epoch_batches(len(train_data), cfg, 0))
-    if n_batches == 0:
-        raise ValueError(f"no training batches: {len(train_data)} items, batch_size={cfg.batch_size}, "
-                         f"drop_last={cfg.drop_last}")
-    steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    opt = make_optimizer(model, cfg)
-    sched = make_scheduler(opt, cfg, total_steps, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    params = [p for g in opt.param_groups for p in g["params"]]
+class _Step(torch.nn.Module):
+    "The model's loss as a forward pass: DistributedDataParallel hooks `forward`, not `training_step`."
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
 
-    # position and bookkeeping; all of it goes into last.pt
-    epoch, batch_i, step, best, best_epoch, history = 0, 0, 0, None, None, []
-    win, ep_meter, swa = _Meter(), _Meter(), WeightAverage()
-    resumed = last_path.exists()
-    if resumed:
-        ck = load_checkpoint(last_path, model)  # on the CPU: RNG states must be CPU tensors
-        _check_resumable(ck, cfg, last_path)
-        if ck.get("n_items", len(train_data)) != len(train_data):
-            raise ValueError(f"{last_path} was written for {ck['n_items']} training items, train_data has "
-                             f"{len(train_data)}; the epochs' order and the schedule depend on it (new out_dir?)")
-        opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"]); _set_rng_state(ck["rng"])
-        epoch, batch_i, step, history = ck["epoch"], ck["batch_in_epoch"], ck["step"], ck["history"]
-        best, best_epoch = ck["best"]["value"], ck["best"]["epoch"]
-        win, ep_meter = _Meter(ck["meters"]["window"]), _Meter(ck["meters"]["epoch"])
-        swa = WeightAverage(ck.get("swa"))
-        _write_log(log_path, history)  # drop rows logged after the checkpoint
-        log.info(f"resuming {last_path} at epoch {epoch + 1}, batch {batch_i}/{n_batches}, step {step}")
-    else:
-        seed_everything(cfg.seed)
-        if init_from is not None:
-            load_checkpoint(init_from, model)
-    prov = json.loads(json.dumps(provenance(seed=cfg.seed)))  # plain types (torch.__version__ is a str subclass)
+    def forward(self, batch, state: TrainState) -> dict:
+        return _loss_outputs(self.model, batch, state)
 
-    def save_last():
-        save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": _rng_state(),
-                    "epoch": epoch, "batch_in_epoch": batch_i, "step": step, "n_items": len(train_data),
-                    "best": {"value": best, "epoch": best_epoch}, "history": history,
-                    "meters": {"window": win.state(), "epoch": ep_meter.state()}, "swa": swa.state(),
-                    "config": cfg.to_dict(), "model_config": model_config, "provenance": prov}, last_path)
+def _rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    "Rank 0 keeps the run's seed (one process is unchanged); other ranks get their own streams."
+    return seed if rank == 0 and step == 0 else int(np.random.SeedSequence(seed, spawn_key=(rank, step)).generate_state(1)[0])
 
-    lr, first_epoch = opt.param_groups[0]["lr"], epoch
-    while epoch < cfg.epochs:
-        model.train()
-        batches = epoch_batches(len(train_data), cfg, epoch)
-        loader = DataLoader(train_data, batch_sampler=batches[batch_i:], collate_fn=collate_fn,
-                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch)))
-        bar = tqdm(loader, total=n_batches, initial=batch_i, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.progress, leave=False, dynamic_ncols=True)
-        for batch in bar:
-            group_start = batch_i - batch_i % cfg.grad_accum
-            group = min(cfg.grad_accum, n_batches - group_start)  # the epoch's last group may be short
-            state = TrainState(epoch, step, total_steps, step / total_steps)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = _loss_outputs(model, to_device(batch, device), state)
-            scaler.scale(out["loss"] / group).backward()
-            win.add(out); ep_meter.add(out)
-            batch_i += 1
-            if batch_i - group_start < group:
-                continue  # accumulate
-            if cfg.max_grad_norm > 0:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            lr = opt.param_groups[0]["lr"]
-            scaler.step(opt); scaler.update()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            step += 1
-            if step % cfg.log_every == 0:
-                means = _finite(win.means(), epoch, step); win = _Meter()
-                history.append(_row(model, epoch, step, "train", means, lr))
-                _write_log(log_path, history)
-                bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.2e}")
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and batch_i < n_batches:
-                save_last()
-            if on_step is not None:
-                on_step(TrainState(epoch, step, total_steps, step / total_steps))
-        bar.close()
+class _Run:
+    "What `fit` sets up once: the model on its device, optimiser, schedule, scaler, sizes and paths."
+    def __init__(self, model, train_data, cfg: TrainConfig, out_dir: Path, model_config: dict | None):
+        if not hasattr(train_data, "__len__") or isinstance(train_data, torch.utils.data.IterableDataset):
+            raise TypeError(f"train_data must be a map-style Dataset with __len__ (the loop shuffles indices), "
+                            f"got {type(train_data).__name__}")
+        self.cfg, self.data, self.model, self.out_dir = cfg, train_data, model, out_dir
+        self.last_path, self.best_path, self.log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "log.csv"
+        self.model_config = json.loads(json.dumps(model_config)) if model_config is not None else None  # plain data
+        self.world = init_world(cfg.device)
+        self.device = rank_device(cfg.device, self.world)
+        self.amp_dtype, use_scaler = _amp_settings(cfg.amp, self.device)
+        model.to(self.device)
+        self.n_batches = len(epoch_batches(len(train_data), cfg, 0))
+        if self.n_batches == 0:
+            raise ValueError(f"no training batches: {len(train_data)} items, batch_size={cfg.batch_size}, "
+                             f"drop_last={cfg.drop_last}")
+        check_global_batch(cfg.batch_size, len(train_data), cfg.drop_last, self.world)
+        self.steps_per_epoch = math.ceil(self.n_batches / cfg.grad_accum)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.opt = make_optimizer(model, cfg)
+        self.sched = make_scheduler(self.opt, cfg, self.total_steps, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.params = [p for g in self.opt.param_groups for p in g["params"]]
+        self.pos, self.log, self.ddp, self.batches = _Position(), get_logger("aacnb.training"), None, []
 
-        metrics = _validate(model, val_fn)
-        if cfg.swa_epochs and epoch + 1 > cfg.epochs - cfg.swa_epochs:
-            swa.add(model.state_dict())
-        value = metrics.get(cfg.monitor) if cfg.monitor else None
-        if cfg.monitor and val_fn is not None and value is None:
-            raise KeyError(f"config.monitor={cfg.monitor!r} is not among val_fn's metrics {sorted(metrics)}")
-        if value is None or best is None or math.isnan(best) or (value > best if cfg.monitor_mode == "max"
-                                                                  else value < best):
-            best, best_epoch = value, epoch + 1
-            save_torch({"model": model.state_dict(), "epoch": epoch + 1, "step": step, "metrics": metrics,
-                        "monitor": cfg.monitor, "config": cfg.to_dict(), "model_config": model_config,
-                        "provenance": prov}, best_path)
-        ep_means = _finite(ep_meter.means(), epoch, step); ep_meter = _Meter()
-        history.append(_row(model, epoch, step, "epoch", ep_means, lr, {f"val_{k}": v for k, v in metrics.items()}))
-        _write_log(log_path, history)
-        epoch, batch_i = epoch + 1, 0
-        save_last()
-        if cfg.progress:
-            shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-            log.info(f"epoch {epoch}/{cfg.epochs} step {step} loss {ep_means.get('loss', float('nan')):.4f} {shown}")
+    def restore(self, init_from) -> bool:
+        "Continue from last.pt if there is one (True); else seed the run and load `init_from`'s weights. Then DDP."
+        cfg, pos, world = self.cfg, self.pos, self.world
+        resumed = self.last_path.exists()
+        if len(set(all_gather_objects(resumed, world))) > 1:
+            raise RuntimeError(f"{self.last_path} exists for some processes and not for others: out_dir must be on a "
+                               f"filesystem that every machine of the job shares")
+        if resumed:
+            ck = load_checkpoint(self.last_path, self.model)  # on the CPU: RNG states must be CPU tensors
+            _check_resumable(ck, cfg, self.last_path)
+            if ck.get("n_items", len(self.data)) != len(self.data):
+                raise ValueError(f"{self.last_path} was written for {ck['n_items']} training items, train_data has "
+                                 f"{len(self.data)}; the epochs' order and the schedule depend on it (new out_dir?)")
+            self.opt.load_state_dict(ck["optimizer"])
+            self.sched.load_state_dict(ck["scheduler"])
+            self.scaler.load_state_dict(ck["scaler"])
+            pos.epoch, pos.batch_i, pos.step, pos.history = ck["epoch"], ck["batch_in_epoch"], ck["step"], ck["history"]
+            _restore_rng(ck, world, cfg.seed, pos.step)
+            pos.best, pos.best_epoch = ck["best"]["value"], ck["best"]["epoch"]
+            pos.window = _Meter(ck["meters"]["window"], zero=not world.main)
+            pos.epoch_meter = _Meter(ck["meters"]["epoch"], zero=not world.main)
+            pos.swa = WeightAverage(ck.get("swa") if world.main else None)
+            if world.main:
+                _write_log(self.log_path, pos.history)  # drop rows logged after the checkpoint
+                self.log.info(f"resuming {self.last_path} at epoch {pos.epoch + 1}, batch {pos.batch_i}/"
+                              f"{self.n_batches}, step {pos.step}" + (f" on {world.size} processes" if world.size > 1 else ""))
+        else:
+            seed_everything(_rank_seed(cfg.seed, world.rank))
+            if init_from is not None:
+                load_checkpoint(init_from, self.model)
+        self.prov = json.loads(json.dumps(provenance(seed=cfg.seed)))  # plain types (torch.__version__: a str subclass)
+        pos.lr = self.opt.param_groups[0]["lr"]
+        if world.size > 1:  # unused parameters exist (e.g. BERT's pooler): DDP must look for them
+            self.ddp = torch.nn.parallel.DistributedDataParallel(_Step(self.model), find_unused_parameters=True)
+        return resumed
 
-    swa_path = None
-    if cfg.swa_epochs:
-        swa_path = out_dir / "swa.pt"
-        if epoch > first_epoch or not swa_path.exists():    # a finished run called again keeps its swa.pt
-            last = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(swa.avg)
-            save_torch({"model": swa.avg, "epochs_averaged": swa.n, "epoch": epoch, "step": step,
-                        "metrics": _validate(model, val_fn), "config": cfg.to_dict(), "model_config": model_config,
-                        "provenance": prov}, swa_path)
-            model.load_state_dict(last)
-    return TrainResult(out_dir, last_path, best_path, best, best_epoch, epoch, step, history, resumed, swa_path)
+    def save(self, path: Path, weights: dict, **fields) -> None:
+        "The one checkpoint writer: the weights, what this checkpoint is for, then config, model_config, provenance."
+        save_torch({"model": weights, **fields, "config": self.cfg.to_dict(), "model_config": self.model_config,
+                    "provenance": self.prov}, path)
+
+    def save_last(self) -> None:
+        "last.pt, by rank 0, with every rank's random streams and the job's running sums (a collective)."
+        pos, world = self.pos, self.world
+        rngs = all_gather_objects(_rng_state(), world)
+        window, epoch_meter = pos.window.reduced(world, self.device), pos.epoch_meter.reduced(world, self.device)
+        if not world.main:
+            return
+        ranks = {"rng_ranks": rngs[1:], "world_size": world.size} if world.size > 1 else {}
+        self.save(self.last_path, self.model.state_dict(), optimizer=self.opt.state_dict(),
+                  scheduler=self.sched.state_dict(), scaler=self.scaler.state_dict(), rng=rngs[0],
+                  epoch=pos.epoch, batch_in_epoch=pos.batch_i, step=pos.step, n_items=len(self.data),
+                  best={"value": pos.best, "epoch": pos.best_epoch}, history=pos.history,
+                  meters={"window": window.state(), "epoch": epoch_meter.state()}, swa=pos.swa.state(), **ranks)
+
+    def state(self) -> TrainState:
+        return TrainState(self.pos.epoch, self.pos.step, self.total_steps, self.pos.step / self.total_steps)
+
+def _restore_rng(ck: dict, world: World, seed: int, step: int) -> None:
+    "This rank's random streams from last.pt; a rank the checkpoint's job did not have starts its own."
+    if world.rank == 0:
+        return _set_rng_state(ck["rng"])
+    others = ck.get("rng_ranks", [])
+    if world.rank <= len(others):
+        return _set_rng_state(others[world.rank - 1])
+    seed_everything(_rank_seed(seed, world.rank, step))
+
+# %% ../nbs/13_training.ipynb #3effbe32
+def _loader(run: _Run, collate_fn):
+    "The rest of this epoch's micro-batches (this rank's slices), in the epoch's fixed order, behind a progress bar."
+    cfg, pos = run.cfg, run.pos
+    run.batches = epoch_batches(len(run.data), cfg, pos.epoch)
+    loader = DataLoader(run.data, batch_sampler=[shard(b, run.world) for b in run.batches[pos.batch_i:]],
+                        collate_fn=collate_fn, num_workers=cfg.num_workers, pin_memory=run.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(_epoch_seed(cfg.seed, pos.epoch)))
+    return tqdm(loader, total=run.n_batches, initial=pos.batch_i, desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
+                disable=not (cfg.progress and run.world.main), leave=False, dynamic_ncols=True)
+
+def _rank_share(run: _Run, batch) -> float | torch.Tensor:
+    "This rank's share of the global micro-batch: of its items, or of the loss's terms for a model with `loss_units`."
+    units = getattr(run.model, "loss_units", None)
+    if units is None:
+        b = run.batches[run.pos.batch_i]
+        return len(shard(b, run.world)) / len(b)
+    mine = torch.as_tensor(units(batch), dtype=torch.float64, device=run.device)
+    return mine / all_reduce_sum(mine.clone(), run.world)
+
+def _backward(run: _Run, batch) -> bool:
+    "Forward and backward one micro-batch; True when it completes its accumulation group (time to step)."
+    cfg, pos = run.cfg, run.pos
+    group_start = pos.batch_i - pos.batch_i % cfg.grad_accum
+    group = min(cfg.grad_accum, run.n_batches - group_start)  # the epoch's last group may be short
+    done = pos.batch_i + 1 - group_start >= group
+    batch, share = to_device(batch, run.device), 1.0
+    with run.ddp.no_sync() if run.ddp is not None and not done else contextlib.nullcontext():  # DDP: sync at `done`
+        with torch.autocast(run.device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+            out = run.ddp(batch, run.state()) if run.ddp is not None else _loss_outputs(run.model, batch, run.state())
+        loss = out["loss"]
+        if run.world.size > 1:  # DDP averages over ranks: weight each by its share, and the mean is the batch's
+            share = _rank_share(run, batch)
+            weight = share * run.world.size
+            loss = loss * (weight.to(loss.dtype) if torch.is_tensor(weight) else weight)
+        run.scaler.scale(loss / group).backward()
+    pos.window.add(out, share)
+    pos.epoch_meter.add(out, share)
+    pos.batch_i += 1
+    return done
+
+def _optimizer_step(run: _Run) -> None:
+    "Clip (if asked), step the optimiser and the schedule."
+    if run.cfg.max_grad_norm > 0:
+        run.scaler.unscale_(run.opt)
+        torch.nn.utils.clip_grad_norm_(run.params, run.cfg.max_grad_norm)
+    run.pos.lr = run.opt.param_groups[0]["lr"]
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    run.opt.zero_grad(set_to_none=True)
+    run.sched.step()
+    run.pos.step += 1
+
+def _after_step(run: _Run, bar) -> None:
+    "A train row every `log_every` steps; last.pt every `checkpoint_every` steps inside an epoch."
+    cfg, pos = run.cfg, run.pos
+    if pos.step % cfg.log_every == 0:
+        means = _finite(pos.window.reduced(run.world, run.device).means(), pos.epoch, pos.step)
+        pos.window = _Meter()
+        pos.history.append(_row(run.model, pos.epoch, pos.step, "train", means, pos.lr))
+        if run.world.main:
+            _write_log(run.log_path, pos.history)
+        bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{pos.lr:.2e}")
+    if cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0 and pos.batch_i < run.n_batches:
+        run.save_last()
+
+def _end_epoch(run: _Run, val_fn) -> None:
+    "Validate (rank 0), add to the weight average, keep best.pt, log the epoch's row, write last.pt."
+    cfg, pos, model, world = run.cfg, run.pos, run.model, run.world
+    metrics = broadcast_object(_validate(model, val_fn) if world.main else None, world)
+    if cfg.swa_epochs and pos.epoch + 1 > cfg.epochs - cfg.swa_epochs and world.main:
+        pos.swa.add(model.state_dict())
+    value = metrics.get(cfg.monitor) if cfg.monitor else None
+    if cfg.monitor and val_fn is not None and value is None:
+        raise KeyError(f"config.monitor={cfg.monitor!r} is not among val_fn's metrics {sorted(metrics)}")
+    if _improves(value, pos.best, cfg.monitor_mode):
+        pos.best, pos.best_epoch = value, pos.epoch + 1
+        if world.main:
+            run.save(run.best_path, model.state_dict(), epoch=pos.epoch + 1, step=pos.step, metrics=metrics,
+                     monitor=cfg.monitor)
+    ep_means = _finite(pos.epoch_meter.reduced(world, run.device).means(), pos.epoch, pos.step)
+    pos.epoch_meter = _Meter()
+    pos.history.append(_row(model, pos.epoch, pos.step, "epoch", ep_means, pos.lr,
+                            {f"val_{k}": v for k, v in metrics.items()}))
+    if world.main:
+        _write_log(run.log_path, pos.history)
+    pos.epoch, pos.batch_i = pos.epoch + 1, 0
+    run.save_last()
+    if cfg.progress and world.main:
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        run.log.info(f"epoch {pos.epoch}/{cfg.epochs} step {pos.step} loss {ep_means.get('loss', float('nan')):.4f} "
+                     f"{shown}")
+
+def _improves(value, best, mode: str) -> bool:
+    "Whether `value` should replace `best` (no value: every epoch does; a NaN best never locks selection)."
+    if value is None or best is None or math.isnan(best):
+        return True
+    return value > best if mode == "max" else value < best
+
+def _write_swa(run: _Run, val_fn, trained: bool) -> Path | None:
+    "swa.pt (rank 0): the averaged weights and their metrics (a finished run called again keeps its file)."
+    if not run.cfg.swa_epochs:
+        return None
+    path, pos, model = run.out_dir / "swa.pt", run.pos, run.model
+    if run.world.main and (trained or not path.exists()):
+        last = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(pos.swa.avg)
+        run.save(path, pos.swa.avg, epochs_averaged=pos.swa.n, epoch=pos.epoch, step=pos.step,
+                 metrics=_validate(model, val_fn))
+        model.load_state_dict(last)
+    return path
 
 def _validate(model: torch.nn.Module, val_fn: Callable | None) -> dict:
     "val_fn's metrics (as floats; None values dropped, e.g. SPICE without its jars), in eval mode, no gradients."
@@ -521,3 +639,30 @@ def _validate(model: torch.nn.Module, val_fn: Callable | None) -> dict:
         metrics = {k: float(v) for k, v in val_fn(model).items() if v is not None}
     model.train()
     return metrics
+
+# %% ../nbs/13_training.ipynb #438c9541
+def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | Path,
+        val_fn: Callable[[torch.nn.Module], dict] | None = None, collate_fn: Callable | None = None,
+        init_from: str | Path | None = None, model_config: dict | None = None,
+        on_step: Callable[[TrainState], None] | None = None) -> TrainResult:
+    """Train `model` on the Dataset `train_data`, writing log.csv, last.pt and best.pt to `out_dir`; resume from last.pt.
+    Under torchrun, every process calls it alike: `config.batch_size` is the global batch, shared by the ranks."""
+    run = _Run(model, train_data, config, Path(out_dir), model_config)
+    resumed = run.restore(init_from)
+    pos, first_epoch = run.pos, run.pos.epoch
+    while pos.epoch < config.epochs:
+        model.train()
+        bar = _loader(run, collate_fn)
+        for batch in bar:
+            if not _backward(run, batch):
+                continue  # accumulate
+            _optimizer_step(run)
+            _after_step(run, bar)
+            if on_step is not None:
+                on_step(run.state())
+        bar.close()
+        _end_epoch(run, val_fn)
+    swa_path = _write_swa(run, val_fn, trained=pos.epoch > first_epoch)
+    barrier(run.world)  # no process returns before rank 0 has written everything
+    return TrainResult(run.out_dir, run.last_path, run.best_path, pos.best, pos.best_epoch, pos.epoch, pos.step,
+                       pos.history, resumed, swa_path)

@@ -24,11 +24,14 @@ TOY = {  # benchmark: (toy-size options, a line fragment it must print)
     "batching": (["--clips", "2", "--min-seconds", "1", "--max-seconds", "2", "--long-seconds", "4", "--batch-size", "2",
                   "--repeats", "1", "--threads", "1"], "exact + length batches"),
     "cider": (["--clips", "12", "--batch", "4", "--repeats", "1"], "pycocoevalcap"),
+    "ddp": (["--model", "captioner", "--batch-size", "4", "--steps", "2", "--frames", "8", "--feature-dim", "16"],
+            "samples/s"),
     "decoding": (["--batch", "2", "--steps", "3", "--repeats", "1", "--ref-clips", "1", "--threads", "1"],
                  "identical captions: batched == per-clip == recompute"),
     "spice": (["--clips", "5"], _spice_expect()),
     "retrieval": (["--batch-size", "2", "--seconds", "1", "--steps", "1", "--metric-clips", "12", "--device", "cpu"],
                   "frozen text encoder: memoised captions"),
+    "stages": (["--tiny", "--device", "cpu", "--steps", "1", "--precisions", "fp32"], "SCST"),
     "synthetic": (["--clips", "1", "--corpus", "0"], "wavetable"),
 }
 
