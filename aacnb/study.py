@@ -1109,7 +1109,7 @@ def cli_reproduce(argv: list[str] | None = None) -> int:
 
 # %% ../nbs/40_study.ipynb #cf4f2f9a
 class PeakRSS:
-    "Context manager: the largest total resident memory (MB) of this process's descendants, sampled every `interval` s."
+    "Context manager: the largest total resident memory (MB) of the processes this one starts meanwhile, every `interval` s."
     def __init__(self, interval: float = 0.25):
         self.interval, self.peak_mb, self.samples = interval, 0.0, 0
 
@@ -1119,12 +1119,15 @@ class PeakRSS:
         while True:
             total = 0
             for c in me.children(recursive=True):
+                if c.pid in self._before: continue
                 with contextlib.suppress(psutil.Error): total += c.memory_info().rss
             self.peak_mb, self.samples = max(self.peak_mb, total / 2**20), self.samples + 1
             if self._stop.wait(self.interval): return
 
     def __enter__(self) -> "PeakRSS":
-        import threading
+        import psutil, threading
+        # a process already there is not this run's (the previous run's kernel may still be exiting)
+        self._before = {c.pid for c in psutil.Process().children(recursive=True)}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
