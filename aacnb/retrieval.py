@@ -143,7 +143,7 @@ TABLE4_SYSTEMS = {  # submission -> indices into TABLE2_SYSTEMS (section 3 of th
     3: [0, 2, 3],        # the first, third and fourth
     4: [0, 1, 2],        # the first three
 }
-_TEXT_KW = {"pooling", "max_length", "text_max_length"}  # max_length: AST's frames when the audio side has it
+_TEXT_KW = {"pooling", "max_length", "text_max_length", "tokenizer"}  # max_length: AST's frames when the audio side has it; tokenizer: a stand-in (TextEncoder)
 _BI_KW = {"init_temperature", "max_scale"}
 
 def _default_audio_weights(key: str) -> Path:

@@ -25,16 +25,17 @@ from .core import (Config, ConfigError, atomic_write, data_root, get_logger, git
 
 # %% auto #0
 __all__ = ['PAPER_TABLES', 'PAPER_EMBED_DIM', 'PAPER_CAPTIONER_CONFIGS', 'AUDIO_ENCODERS', 'DECODERS', 'DATASETS', 'FIDELITY',
-           'MARKER', 'TRAINING_NOTEBOOKS', 'TABLE_TITLES', 'ProfileError', 'DataSpec', 'RetrievalSystem',
-           'EnsembleSpec', 'RetrievalSpec', 'FeatureExtractorSpec', 'CaptionerSystem', 'CaptioningSpec',
-           'ParamCountSpec', 'Profile', 'profiles_dir', 'load_profile', 'profile_to_dict', 'show_profile',
-           'fidelity_rows', 'fidelity_markdown', 'write_fidelity', 'Run', 'runs_root', 'experiments_dir', 'plan_runs',
-           'select_runs', 'data_checks', 'weight_checks', 'RunFailed', 'run_status', 'execute_run', 'with_nproc',
-           'run_pipeline', 'save_run_result', 'load_run_result', 'selected_checkpoint', 'count_params', 'train_config',
-           'read_records', 'read_records_splits', 'audio_encoder_of', 'set_threads', 'retrieval_eval',
-           'retrieval_scores', 'caption_batches', 'caption_eval', 'caption_scores', 'table1', 'table2', 'chance_t2a',
-           'random_caption_scores', 'table3', 'table4', 'table_markdown', 'write_tables', 'make_figures',
-           'write_report', 'runs_markdown', 'results_markdown', 'cli_reproduce']
+           'MARKER', 'TRAINING_NOTEBOOKS', 'TABLE_TITLES', 'SMOKE_CORPUS', 'SMOKE_METRICS', 'ProfileError', 'DataSpec',
+           'RetrievalSystem', 'EnsembleSpec', 'RetrievalSpec', 'FeatureExtractorSpec', 'CaptionerSystem',
+           'CaptioningSpec', 'ParamCountSpec', 'Profile', 'profiles_dir', 'load_profile', 'profile_to_dict',
+           'show_profile', 'fidelity_rows', 'fidelity_markdown', 'write_fidelity', 'Run', 'runs_root',
+           'experiments_dir', 'plan_runs', 'select_runs', 'data_checks', 'weight_checks', 'RunFailed', 'run_status',
+           'execute_run', 'with_nproc', 'run_pipeline', 'save_run_result', 'load_run_result', 'selected_checkpoint',
+           'count_params', 'train_config', 'read_records', 'read_records_splits', 'audio_encoder_of', 'set_threads',
+           'train_subset', 'retrieval_eval', 'retrieval_scores', 'caption_batches', 'caption_eval', 'caption_scores',
+           'table1', 'table2', 'chance_t2a', 'random_caption_scores', 'table3', 'table4', 'table_markdown',
+           'write_tables', 'make_figures', 'write_report', 'runs_markdown', 'results_markdown', 'cli_reproduce',
+           'PeakRSS', 'stage_of', 'write_resources', 'smoke_profile', 'write_profile']
 
 # %% ../nbs/40_study.ipynb #4430ad66
 _T3_COLS = ("bleu_4", "rouge_l", "meteor", "cider_d", "spice", "spider")  # B@4, R, M, C, S, SD
@@ -104,8 +105,11 @@ class DataSpec(Config):
     resplit_seed: int = 0        # seed of the 9:1 re-split of Clotho development+validation
     max_seconds: float | None = None  # crop clips when loading (None: whole clips)
     train_crop_seconds: float | None = None  # retrieval training: a random window this long of longer clips
+    train_items: int | None = None  # train each run on this many items only (a seeded subset; the smoke run's few steps)
     def validate(self):
         self._check(isinstance(self.n_clips, int) and self.n_clips >= 20, "n_clips", "must be an integer >= 20")
+        self._check(self.train_items is None or (isinstance(self.train_items, int) and self.train_items >= 1),
+                    "train_items", "must be null (all) or an integer >= 1")
         self._check(isinstance(self.clip_seconds, list) and len(self.clip_seconds) == 2 and
                     3 <= self.clip_seconds[0] <= self.clip_seconds[1], "clip_seconds", "must be [low, high], 3 <= low <= high")
         self._check(self.max_seconds is None or (isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0),
@@ -205,6 +209,8 @@ class CaptioningSpec(Config):
     beam_size: int = 3
     max_len: int = 30
     length_normalize: bool = True   # beam search ranks finished captions by log-probability per token (authors)
+    vocab_min_size: int = 0      # pad the vocabulary to this size with unused entries (the smoke run's paper-size model)
+    metrics: list | None = None  # test-set metrics (names of aacnb.metrics.METRIC_NAMES); null: all of them
     systems: list = dataclasses.field(default_factory=list)
     ensembles: list = dataclasses.field(default_factory=list)
     def validate(self):
@@ -220,6 +226,12 @@ class CaptioningSpec(Config):
             for stage in ("xe", "scst"):
                 self._check(int(getattr(self, stage).get("swa_epochs", 0)) > 0, "select",
                             f"'swa' needs swa_epochs > 0 in captioning.{stage}")
+        self._check(isinstance(self.vocab_min_size, int) and self.vocab_min_size >= 0, "vocab_min_size",
+                    "must be an integer >= 0")
+        if self.metrics is not None:
+            from aacnb.metrics import METRIC_NAMES
+            self._check(isinstance(self.metrics, list) and self.metrics and set(self.metrics) <= set(METRIC_NAMES),
+                        "metrics", f"must be null (all) or a non-empty list drawn from {list(METRIC_NAMES)}")
 
 @dataclasses.dataclass
 class ParamCountSpec(Config):
@@ -513,6 +525,7 @@ def plan_runs(profile: Profile) -> list[Run]:
         sys_params = dict(common, system=s.name, audio=s.audio, text=s.text, pretrained=s.pretrained,
                           overrides=json.dumps(s.overrides, sort_keys=True), freeze_text=s.freeze_text,
                           embed_dim=r.embed_dim, train_crop_seconds=p.data.train_crop_seconds,
+                          train_items=p.data.train_items,
                           seed=p.seed if s.seed is None else s.seed, eval_batch_size=r.eval_batch_size,
                           monitor=r.monitor)
         runs.append(Run(f"ret_{s.name}_pretrain", "retrieval.ipynb",
@@ -532,6 +545,7 @@ def plan_runs(profile: Profile) -> list[Run]:
                         dict(common, system="feature_extractor", audio=f.audio, text=f.text, pretrained=f.pretrained,
                              overrides=json.dumps(f.overrides, sort_keys=True), freeze_text=f.freeze_text,
                              embed_dim=r.embed_dim, seed=p.seed, train_crop_seconds=p.data.train_crop_seconds,
+                             train_items=p.data.train_items,
                              eval_batch_size=r.eval_batch_size, monitor=r.monitor, stage="feature_extractor",
                              train_sets=",".join(f.train_sets), init_from="", **_train_params(f.train)),
                         list(base), (3,), "pre-train the feature extractor on Clotho+AudioCaps+MACS"))
@@ -540,10 +554,11 @@ def plan_runs(profile: Profile) -> list[Run]:
     cap_common = dict(common, features=d("features"), vocab_min_count=c.vocab_min_count,
                       label_smoothing=c.label_smoothing, ss_start=float(c.scheduled_sampling[0]),
                       ss_end=float(c.scheduled_sampling[-1]), ss_scheme=c.scheduled_sampling_scheme,
-                      beam_size=c.beam_size, max_len=c.max_len, length_normalize=c.length_normalize, select=c.select)
+                      beam_size=c.beam_size, max_len=c.max_len, length_normalize=c.length_normalize, select=c.select,
+                      vocab_min_size=c.vocab_min_size, metrics=",".join(c.metrics or []))
     for s in c.systems:
         sp = dict(cap_common, system=s.name, decoder=s.decoder, num_layers=s.num_layers, seed=s.seed,
-                  overrides=json.dumps(s.overrides, sort_keys=True))
+                  overrides=json.dumps(s.overrides, sort_keys=True), train_items=p.data.train_items)
         runs.append(Run(f"cap_{s.name}_xe", "captioning.ipynb", dict(sp, stage="xe", init_from="", **_train_params(c.xe)),
                         ["features"], (3,), f"train captioner {s.name} with cross-entropy"))
         runs.append(Run(f"cap_{s.name}_scst", "captioning.ipynb",
@@ -840,16 +855,22 @@ def run_pipeline(profile: Profile | str, tables: Iterable[int] | None = None, fo
             skipped.append(r.name); say(f"[{i + 1}/{len(runs)}] {r.name}: complete, skipped{upgraded}"); continue
         why = "forced" if force else ("upstream re-ran" if upstream else st)
         say(f"[{i + 1}/{len(runs)}] {r.name}: running {r.notebook} ({why}) ...")
-        m = execute_run(r, root, force=force or bool(upstream), log=None, say=lambda s: say(f"[{i + 1}/{len(runs)}] {s}"))
+        with PeakRSS() as mem:
+            m = execute_run(r, root, force=force or bool(upstream), log=None,
+                            say=lambda s: say(f"[{i + 1}/{len(runs)}] {s}"))
+        save_json(dict(run=r.name, seconds=m["seconds"], peak_rss_mb=round(mem.peak_mb, 1)), root / r.name / "resources.json")
         executed.add(r.name); seconds[r.name] = m["seconds"]
-        say(f"[{i + 1}/{len(runs)}] {r.name}: done in {m['seconds']:.1f} s")
+        say(f"[{i + 1}/{len(runs)}] {r.name}: done in {m['seconds']:.1f} s, peak RSS {mem.peak_mb:.0f} MB")
     res = dict(runs=[r.name for r in runs], ran=[r.name for r in runs if r.name in executed], skipped=skipped,
                seconds=seconds)
     if report:
         t0 = time.time()
-        res["report"] = str(write_report(p))
+        with PeakRSS() as mem:
+            res["report"] = str(write_report(p))
+        res["report_resources"] = dict(seconds=round(time.time() - t0, 1), peak_rss_mb=round(mem.peak_mb, 1))
         say(f"report: {res['report']} ({time.time() - t0:.1f} s)")
     res["total_seconds"] = round(time.time() - t_all, 1)
+    res["resources"] = str(write_resources(p, res))
     say(f"study {p.name}: {len(res['ran'])} runs executed, {len(skipped)} skipped, {res['total_seconds']:.1f} s")
     return res
 
@@ -928,6 +949,13 @@ def set_threads(n: int) -> None:
     import torch
     if n and n > 0: torch.set_num_threads(n)
 
+def train_subset(dataset, n: int | None, seed: int = 0):
+    "`dataset` itself when `n` is None or not smaller, else `n` of its items drawn with `seed` (in their order)."
+    if not n or n >= len(dataset): return dataset
+    import torch
+    keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return torch.utils.data.Subset(dataset, keep.tolist())
+
 # %% ../nbs/40_study.ipynb #afe7ecc9
 def retrieval_eval(model, records: list, batch_size: int = 64, max_seconds: float | None = None,
                    device: str = "cpu", return_similarity: bool = False) -> dict:
@@ -973,7 +1001,8 @@ def caption_batches(records: list, cache, batch_size: int = 32):
         yield records[i:i + batch_size], b["features"], b["feature_lengths"]
 
 def caption_eval(models, records: list, cache, vocab, beam_size: int = 3, max_len: int = 30, batch_size: int = 32,
-                 device: str = "cpu", full: bool = True, length_normalize: bool = True) -> tuple[dict, list[dict]]:
+                 device: str = "cpu", full: bool = True, length_normalize: bool = True,
+                 metrics: list | None = None) -> tuple[dict, list[dict]]:
     "Decode `records` with beam search (a list of models = an ensemble); return (corpus metrics, predictions)."
     import torch
     from aacnb.decoding import beam_search
@@ -986,17 +1015,19 @@ def caption_eval(models, records: list, cache, vocab, beam_size: int = 3, max_le
                               beam_size=beam_size, max_len=max_len, length_normalize=length_normalize)
             preds += [dict(audio_id=r.audio_id, caption=vocab.decode(x), references=list(r.captions))
                       for r, x in zip(recs, ids)]
-    return caption_scores([p["caption"] for p in preds], [p["references"] for p in preds], full=full), preds
+    return caption_scores([p["caption"] for p in preds], [p["references"] for p in preds], full=full,
+                          metrics=metrics), preds
 
-def caption_scores(predictions: list[str], references: list[list[str]], full: bool = True) -> dict:
-    "Corpus scores as fractions (BLEU-4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr), with `aacnb.metrics.evaluate`."
+def caption_scores(predictions: list[str], references: list[list[str]], full: bool = True,
+                   metrics: list | None = None) -> dict:
+    "Corpus scores as fractions (BLEU-4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr or `metrics`), with `aacnb.metrics.evaluate`."
     if full:
         try:
             from aacnb.metrics import evaluate
         except ImportError:
             evaluate = None
         if evaluate is not None:
-            corpus, _ = evaluate(predictions, references)
+            corpus, _ = evaluate(predictions, references) if metrics is None else evaluate(predictions, references, metrics)
             return {k: (None if v is None else float(v)) for k, v in corpus.items()}
     from aacnb.cider import CiderD
     from aacnb.text import tokenize  # lower case, no punctuation: what the PTB tokenizer does before CIDEr-D
@@ -1072,7 +1103,7 @@ def random_caption_scores(p: Profile) -> dict | None:
         return None
     rng = np.random.default_rng(p.seed)
     preds = [train[rng.integers(len(train))].captions[0] for _ in test]
-    return caption_scores(preds, [list(r.captions) for r in test])
+    return caption_scores(preds, [list(r.captions) for r in test], metrics=p.captioning.metrics)
 
 def table3(p: Profile) -> list[dict]:
     "Captioning scores (percent) after XE and after SCST, single models then the ensembles."
@@ -1308,7 +1339,7 @@ def results_markdown(profile: Profile | str = "tiny") -> str:
 
 # %% ../nbs/40_study.ipynb #cf4f2f9a
 def cli_reproduce(argv: list[str] | None = None) -> int:
-    "`aacnb reproduce --profile tiny|paper|PATH [--table N] [--force] [--dry-run] [--nproc N]`"
+    "`aacnb reproduce --profile tiny|paper|PATH [--smoke] [--table N] [--force] [--dry-run] [--nproc N]`"
     ap = argparse.ArgumentParser(prog="aacnb reproduce", description="Run the study for a profile and write "
                                  "reports/<profile>/ (Tables 1-4 as Markdown and CSV, figures, report notebook + HTML).")
     ap.add_argument("--profile", default="tiny", help="tiny (default), paper, or a path to a profile YAML")
@@ -1318,9 +1349,19 @@ def cli_reproduce(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="list the runs and check data and weights; run nothing")
     ap.add_argument("--nproc", type=int, default=1, help="train in N processes on this machine (torchrun; one per "
                     "GPU, or CPU processes for device cpu); default 1")
+    ap.add_argument("--smoke", action="store_true", help="the profile's models and hyper-parameters on a few "
+                    "synthetic clips, one or two optimiser steps a run, on the CPU (profile <name>-smoke; "
+                    "`--profile paper-smoke` is the same)")
     args = ap.parse_args(argv)
+    name = args.profile
+    if name.endswith("-smoke") and not name.endswith((".yaml", ".yml")) and not (profiles_dir() / f"{name}.yaml").exists():
+        name, args.smoke = name[: -len("-smoke")], True
     try:
-        p = load_profile(args.profile)
+        p = load_profile(name)
+        if args.smoke:
+            p = smoke_profile(p)
+            if not args.dry_run:  # the runs read their profile from a file
+                p = write_profile(p, runs_root(p) / "profile.yaml")
     except ProfileError as e:
         print(f"aacnb reproduce: {e}", file=sys.stderr); return 2
     problem = _nproc_problem(args.nproc, p.device)
@@ -1346,3 +1387,137 @@ def _nproc_problem(nproc: int, device: str) -> str:
     if torch.cuda.device_count() < nproc:
         return f"--nproc {nproc} needs {nproc} GPUs for device {device!r}; this machine shows {torch.cuda.device_count()}"
     return ""
+
+# %% ../nbs/40_study.ipynb #cf4f2f9a
+class PeakRSS:
+    "Context manager: the largest total resident memory (MB) of the processes this one starts meanwhile, every `interval` s."
+    def __init__(self, interval: float = 0.25):
+        self.interval, self.peak_mb, self.samples = interval, 0.0, 0
+
+    def _sample(self):
+        import psutil
+        me = psutil.Process()
+        while True:
+            total = 0
+            for c in me.children(recursive=True):
+                if c.pid in self._before: continue
+                with contextlib.suppress(psutil.Error): total += c.memory_info().rss
+            self.peak_mb, self.samples = max(self.peak_mb, total / 2**20), self.samples + 1
+            if self._stop.wait(self.interval): return
+
+    def __enter__(self) -> "PeakRSS":
+        import psutil, threading
+        # a process already there is not this run's (the previous run's kernel may still be exiting)
+        self._before = {c.pid for c in psutil.Process().children(recursive=True)}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set(); self._thread.join()
+        return False
+
+# %% ../nbs/40_study.ipynb #cebb45d1
+_STAGES = {("retrieval.ipynb", "pretrain"): "retrieval pre-train", ("retrieval.ipynb", "finetune"): "retrieval fine-tune",
+           ("retrieval.ipynb", "feature_extractor"): "feature extractor", ("captioning.ipynb", "xe"): "captioner XE",
+           ("captioning.ipynb", "scst"): "captioner SCST", ("make_corpus.ipynb", None): "corpus",
+           ("param_counts.ipynb", None): "parameter counts", ("retrieval_ensemble.ipynb", None): "retrieval ensembles",
+           ("features.ipynb", None): "features", ("caption_ensemble.ipynb", None): "captioning ensembles"}
+
+def stage_of(run: Run) -> str:
+    "The stage a run belongs to (`retrieval pre-train`, `captioner SCST`, ...)."
+    return _STAGES.get((run.notebook, run.params.get("stage")), _STAGES.get((run.notebook, None), run.notebook))
+
+def write_resources(profile: Profile | str, res: dict | None = None) -> Path:
+    "Write `reports/<profile>/resources.{json,md}`: wall time and peak RSS per run and per stage; return the .md path."
+    import platform
+    p = profile if isinstance(profile, Profile) else load_profile(profile)
+    root, rows = runs_root(p), []
+    for r in plan_runs(p):
+        f = root / r.name / "resources.json"
+        if (root / r.name / MARKER).exists() and f.exists():
+            m = load_json(f)
+            rows.append(dict(run=r.name, stage=stage_of(r), seconds=m["seconds"], peak_rss_mb=m["peak_rss_mb"]))
+    if res and res.get("report_resources"):
+        rows.append(dict(run="report", stage="report", **res["report_resources"]))
+    stages = {}
+    for row in rows:
+        st = stages.setdefault(row["stage"], dict(stage=row["stage"], runs=0, seconds=0.0, max_run_seconds=0.0,
+                                                  peak_rss_mb=0.0))
+        st["runs"] += 1; st["seconds"] = round(st["seconds"] + row["seconds"], 1)
+        st["max_run_seconds"] = max(st["max_run_seconds"], row["seconds"])
+        st["peak_rss_mb"] = max(st["peak_rss_mb"], row["peak_rss_mb"])
+    import torch
+    info = dict(profile=p.name, commit=git_commit(), host=platform.node(), cpus=os.cpu_count(),
+                torch_threads=torch.get_num_threads() if not p.num_threads else p.num_threads,
+                total_seconds=(res or {}).get("total_seconds"), runs_seconds=round(sum(r["seconds"] for r in rows), 1))
+    out = reports_root() / p.name
+    save_json(dict(info, stages=list(stages.values()), runs=rows), out / "resources.json")
+    fmt = lambda rs, cols: _md_table([{c: (f"{v:,.0f}" if c == "peak_rss_mb" else f"{v:.1f}" if isinstance(v, float) else v)
+                                       for c, v in r.items()} for r in rs], cols)
+    md = (f"**Time and memory per stage**: profile `{p.name}`, commit {info['commit']}, {info['cpus']} CPUs "
+          f"(torch threads: {info['torch_threads']}), host {info['host']}. Seconds: wall time of each run (its kernel "
+          f"start included); peak RSS (MB): the largest resident memory of the run's processes (kernel and Java "
+          f"scorers), sampled every 0.25 s. Total: {info['total_seconds'] or info['runs_seconds']} s.\n\n"
+          + fmt(stages.values(), ["stage", "runs", "seconds", "max_run_seconds", "peak_rss_mb"]) + "\n\n"
+          + fmt(rows, ["run", "stage", "seconds", "peak_rss_mb"]) + "\n")
+    with atomic_write(out / "resources.md", encoding="utf-8") as f:
+        f.write(md)
+    return out / "resources.md"
+
+# %% ../nbs/40_study.ipynb #8dbd4dc1
+SMOKE_CORPUS = dict(n_clips=20, n_audiocaps=10, n_macs=4, clip_seconds=[3.0, 3.0])
+SMOKE_METRICS = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d"]  # no JVM-heavy METEOR / SPICE
+
+def _smoke_system(s: dict, what: str) -> dict:
+    "A retrieval system (or the feature extractor) as it can run here: pretrained parts only where present."
+    from aacnb.text_encoders import TEXT_ENCODERS, load_tokenizer
+    have = {k: s["pretrained"] in (True, k) and _weights_status(s[k], k)[0] for k in ("audio", "text")}
+    s = dict(s, pretrained={(True, True): True, (True, False): "audio", (False, True): "text"}.get(
+        (have["audio"], have["text"]), False))
+    absent = [s[k] for k in ("audio", "text") if not have[k]]
+    note = f"{what} at the paper's size; " + (f"random init ({', '.join(absent)}: no pretrained weights here)"
+                                             if absent else "pretrained")
+    if not TEXT_ENCODERS.get(s["text"], {}).get("uncased_wordpiece", True):
+        try:
+            load_tokenizer(s["text"])
+        except FileNotFoundError:
+            s["overrides"] = dict(s.get("overrides") or {}, tokenizer="bert-base")
+            note += (f"; {s['text']}'s own tokenizer is absent: it reads BERT's uncased WordPiece ids (pad/[CLS]/[SEP] "
+                     f"mapped to its pad/<s>/</s>), so its embedding rows beyond 30,522 are never used")
+    return dict(s, note=note)
+
+def smoke_profile(p: Profile, train_items: int = 2) -> Profile:
+    "`p`'s models and hyper-parameters on a handful of 3-s synthetic clips, 1-2 optimiser steps a run, CPU, fp32."
+    d = profile_to_dict(p); d.pop("source")
+    name = f"{p.name}-smoke"
+    steps = lambda spec, epochs: {**spec, "epochs": epochs, "batch_size": train_items, "amp": "off"}
+    r, f, c = d["retrieval"], d["feature_extractor"], d["captioning"]
+    r["pretrain"], r["finetune"], f["train"] = steps(r["pretrain"], 1), steps(r["finetune"], 1), steps(f["train"], 1)
+    c["xe"], c["scst"] = steps(c["xe"], 2), steps(c["scst"], 2)  # cheap: two epochs, so a step follows a step
+    r["systems"] = [_smoke_system(s, s["paper"] or s["name"]) for s in r["systems"]]
+    d["feature_extractor"] = _smoke_system(f, f"feature extractor {f['audio']} + {f['text']}")
+    vocab = d["param_counts"]["vocab_size"]
+    c["vocab_min_size"], c["metrics"] = vocab, list(SMOKE_METRICS)
+    for s in c["systems"]:
+        s["note"] = (f"{s['paper'] or s['name']} at the paper's size, random init; vocabulary padded to {vocab:,} "
+                     f"entries (the corpus has about 100 words)" + (f"; {s['note']}" if s.get("note") else ""))
+    d.update(name=name, device="cpu", num_threads=1,
+             description=(f"smoke run of `{p.name}`: its models and hyper-parameters on {SMOKE_CORPUS['n_clips']}+"
+                          f"{SMOKE_CORPUS['n_audiocaps']}+{SMOKE_CORPUS['n_macs']} synthetic 3-s clips, {train_items} "
+                          f"training items a run (one step an epoch; one epoch per bi-encoder, two per captioner), "
+                          f"CPU fp32, one thread, test metrics without METEOR/SPICE"),
+             data=dict(d["data"], synthetic=True, root=f"{name}-corpus", train_items=train_items, **SMOKE_CORPUS))
+    return load_profile(d)
+
+def write_profile(p: Profile, path: str | os.PathLike) -> Profile:
+    "Write `p` as a profile YAML file at `path` (atomically) and return it read back from there."
+    d = profile_to_dict(p); d.pop("source")
+    with atomic_write(path, encoding="utf-8") as f:
+        f.write(f"# written by aacnb.study.write_profile: {p.description}\n")
+        yaml.safe_dump(d, f, sort_keys=False, width=110)
+    back = load_profile(Path(path))
+    if dict(profile_to_dict(back), source="") != dict(profile_to_dict(p), source=""):
+        raise ProfileError(f"profile {path} does not read back as the profile written")
+    return back

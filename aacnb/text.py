@@ -92,6 +92,11 @@ class Vocabulary:
             words.append(self.itos[i])
         return " ".join(words)
 
+    def padded(self, size: int) -> Vocabulary:
+        "This vocabulary grown to `size` entries by `<unused0>`, `<unused1>`, ... (ids no caption encodes to)."
+        fill = [f"<unused{i}>" for i in range(max(0, size - len(self)))]
+        return type(self)(self.itos + fill, min_count=self.min_count)
+
     def save(self, path: str | os.PathLike) -> Path:
         "Write the vocabulary as JSON (atomically)."
         return save_json({"format": "aacnb.Vocabulary/1", "min_count": self.min_count, "itos": self.itos}, path)

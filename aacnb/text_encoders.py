@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 # %% auto #0
-__all__ = ['TEXT_ENCODERS', 'minilm_path', 'pool', 'load_tokenizer', 'TextEncoder']
+__all__ = ['TEXT_ENCODERS', 'minilm_path', 'pool', 'load_tokenizer', 'TextEncoder', 'stand_in_ids']
 
 # %% ../nbs/11_text_encoders.ipynb #645d5650
 def minilm_path() -> Path:
@@ -89,9 +89,11 @@ def load_tokenizer(name: str):
 class TextEncoder(nn.Module):
     "A `transformers` encoder + tokenizer + pooling: list of captions -> (B, hidden) caption vectors."
     def __init__(self, name: str = "minilm", pretrained: bool = True, pooling: str | None = None,
-                 max_length: int = 64, architecture: str | None = None, **config_overrides):
+                 max_length: int = 64, architecture: str | None = None, tokenizer: str | None = None,
+                 **config_overrides):
         """`name`: registry key, hub id or local directory; `architecture`: the registry key `name` is an instance
-        of (e.g. a local copy of bert-base), for its pooling and tokenizer fallback."""
+        of (e.g. a local copy of bert-base), for its pooling and tokenizer fallback; `tokenizer`: tokenise with
+        this registry entry's tokenizer instead (`stand_in_ids` maps its special ids onto the model's)."""
         super().__init__()
         from transformers import AutoConfig, AutoModel
         source, entry = _resolve(name)
@@ -118,10 +120,13 @@ class TextEncoder(nn.Module):
                     raise _missing(source, "config", e) from e
             self.model = AutoModel.from_config(config)
         self.embed_dim = self.model.config.hidden_size
-        self._tokenizer = None
+        self.stand_in, self._tokenizer, self._ids = tokenizer, None, None
 
     @property
     def tokenizer(self):
+        if self._tokenizer is None and self.stand_in:
+            self._tokenizer = load_tokenizer(self.stand_in)
+            self._ids = stand_in_ids(self._tokenizer, self.model.config)
         if self._tokenizer is None:
             try:
                 self._tokenizer = load_tokenizer(self.name)
@@ -136,6 +141,8 @@ class TextEncoder(nn.Module):
             raise TypeError("TextEncoder takes a list of captions, got a single string")
         tok = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
+        if self._ids is not None:
+            tok["input_ids"] = self._ids[tok["input_ids"]]
         device = next(self.model.parameters()).device
         return {k: v.to(device) for k, v in tok.items()}
 
@@ -143,3 +150,18 @@ class TextEncoder(nn.Module):
         tok = self.tokenize(texts)
         hidden = self.model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state
         return pool(hidden, tok["attention_mask"], self.pooling)  # (B, H)
+
+# %% ../nbs/11_text_encoders.ipynb #037c80cd
+def stand_in_ids(tokenizer, config) -> torch.Tensor:
+    "Lookup table (len(tokenizer),): `tokenizer`'s ids -> ids for a model of `config`; its pad/cls/sep -> the model's pad/bos/eos."
+    n = len(tokenizer)
+    if n > config.vocab_size:
+        raise ValueError(f"the stand-in tokenizer has {n} ids, more than the model's vocabulary ({config.vocab_size})")
+    table = torch.arange(max(n, config.vocab_size))
+    for ours, theirs in ((tokenizer.pad_token_id, config.pad_token_id), (tokenizer.cls_token_id, config.bos_token_id),
+                         (tokenizer.sep_token_id, config.eos_token_id)):
+        if ours is None or theirs is None or ours == theirs:
+            continue
+        i, j = int((table == ours).nonzero()[0]), int((table == theirs).nonzero()[0])
+        table[i], table[j] = theirs, ours  # swap: a permutation stays a permutation
+    return table[:n].clone()

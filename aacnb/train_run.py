@@ -38,7 +38,8 @@ class Job:
 def retrieval_job(data_root: str, train_sets: str, resplit_seed: int = 0, max_seconds: float | None = None,
                   train_crop_seconds: float | None = None, audio: str = "cnn14", text: str = "bert-base",
                   pretrained: bool | str = False, embed_dim: int = 1024, overrides: dict | None = None,
-                  freeze_text: bool = False, seed: int = 0, eval_batch_size: int = 64, device: str = "cpu") -> Job:
+                  freeze_text: bool = False, seed: int = 0, eval_batch_size: int = 64, device: str = "cpu",
+                  train_items: int | None = None) -> Job:
     "A bi-encoder, its training pairs and its validation (mAP@10 on `val_set`); extras: records, build kwargs."
     args = dict(locals())
     from aacnb.datasets import AudioCaptionDataset, collate_audio
@@ -50,6 +51,7 @@ def retrieval_job(data_root: str, train_sets: str, resplit_seed: int = 0, max_se
     test_records = study.read_records(data_root, "clotho", "test", resplit_seed)
     train_ds = AudioCaptionDataset(train_records, mode="pairs", max_seconds=train_crop_seconds or max_seconds,
                                    crop="random" if train_crop_seconds else "start")
+    train_ds = study.train_subset(train_ds, train_items, seed)     # all of it unless train_items (the smoke run)
     seed_everything(seed)
     build_kwargs = dict(audio=audio, text=text, pretrained=pretrained, embed_dim=embed_dim, **(overrides or {}))
     model = build_biencoder(**build_kwargs)    # it records how to rebuild it: model.model_config
@@ -69,7 +71,8 @@ def xe_collate(vocab, max_len: int) -> Callable:
 
 def captioning_job(stage: str, data_root: str, features: str, vocab_path: str, resplit_seed: int = 0,
                    build_kwargs: dict | None = None, init_from: str = "", seed: int = 0, max_len: int = 30,
-                   scst_items: str = "pairs", scst_reward_idf: str = "batch", device: str = "cpu") -> Job:
+                   scst_items: str = "pairs", scst_reward_idf: str = "batch", device: str = "cpu",
+                   train_items: int | None = None) -> Job:
     "A captioner (XE) or its SCST wrapper, its training items and its validation; extras: model, splits, cache, vocab."
     args = dict(locals())
     from aacnb.captioning import build_captioner
@@ -96,6 +99,7 @@ def captioning_job(stage: str, data_root: str, features: str, vocab_path: str, r
         corpus = [r.captions for r in splits["train"]] if scst_reward_idf == "corpus" else None
         trainee, collate = SCSTCaptioner(model, vocab, references_corpus=corpus, max_len=max_len), collate_audio
         ds = AudioCaptionDataset(splits["train"], mode=scst_items, features=cache)
+    ds = study.train_subset(ds, train_items, seed)                 # all of it unless train_items (the smoke run)
     return Job("captioning", args, trainee, ds, val_fn, collate, dict(model=model, splits=splits, cache=cache, vocab=vocab))
 
 RECIPES: dict[str, Callable[..., Job]] = {"retrieval": retrieval_job, "captioning": captioning_job}

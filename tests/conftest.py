@@ -16,6 +16,7 @@ def _isolated_data_root(tmp_path, monkeypatch):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end tests that take more than a few seconds")
+    config.addinivalue_line("markers", "paper_smoke: the paper profile's smoke run (all 33 runs at paper scale, minutes)")
 
 
 @pytest.fixture
