@@ -828,7 +828,6 @@ def run_pipeline(profile: Profile | str, tables: Iterable[int] | None = None, fo
     root = runs_root(p)
     runs = with_nproc(select_runs(plan_runs(p), tables), nproc)
     say = lambda *a: print(*a, file=out, flush=True)
-    say(f"fidelity table: {write_fidelity(p)}")
     if dry_run:
         say(f"\n# dry run: {len(runs)} runs for profile {p.name}" + (f", tables {sorted(tables)}" if tables else "")
             + (f", training in {nproc} processes" if nproc > 1 else ""))
@@ -845,6 +844,7 @@ def run_pipeline(profile: Profile | str, tables: Iterable[int] | None = None, fo
         for what, ok, detail in checks:
             say(f"  [{'ok' if ok else 'MISSING'}] {what}: {detail}")
         return dict(runs=[r.name for r in runs], status=status, checks=checks, ran=[], skipped=[])
+    say(f"fidelity table: {write_fidelity(p)}")
     executed, skipped, seconds = set(), [], {}
     t_all = time.time()
     for i, r in enumerate(runs):
@@ -1388,7 +1388,7 @@ def _nproc_problem(nproc: int, device: str) -> str:
         return f"--nproc {nproc} needs {nproc} GPUs for device {device!r}; this machine shows {torch.cuda.device_count()}"
     return ""
 
-# %% ../nbs/40_study.ipynb #cf4f2f9a
+# %% ../nbs/40_study.ipynb #cebb45d1
 class PeakRSS:
     "Context manager: the largest total resident memory (MB) of the processes this one starts meanwhile, every `interval` s."
     def __init__(self, interval: float = 0.25):
@@ -1418,7 +1418,7 @@ class PeakRSS:
         self._stop.set(); self._thread.join()
         return False
 
-# %% ../nbs/40_study.ipynb #cebb45d1
+# %% ../nbs/40_study.ipynb #8dbd4dc1
 _STAGES = {("retrieval.ipynb", "pretrain"): "retrieval pre-train", ("retrieval.ipynb", "finetune"): "retrieval fine-tune",
            ("retrieval.ipynb", "feature_extractor"): "feature extractor", ("captioning.ipynb", "xe"): "captioner XE",
            ("captioning.ipynb", "scst"): "captioner SCST", ("make_corpus.ipynb", None): "corpus",
@@ -1466,7 +1466,7 @@ def write_resources(profile: Profile | str, res: dict | None = None) -> Path:
         f.write(md)
     return out / "resources.md"
 
-# %% ../nbs/40_study.ipynb #8dbd4dc1
+# %% ../nbs/40_study.ipynb #d572d486
 SMOKE_CORPUS = dict(n_clips=20, n_audiocaps=10, n_macs=4, clip_seconds=[3.0, 3.0])
 SMOKE_METRICS = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d"]  # no JVM-heavy METEOR / SPICE
 
