@@ -370,7 +370,7 @@ FIDELITY: list[tuple[str, str, str, str, str, str]] = [
     ("retrieval", "model selection", "not stated", "best validation geometric mean of R@1, R@5, R@10",
      f"{_CLAP} configs/base.json (monitor)", "retrieval.monitor"),
     ("retrieval", "negatives", "not stated", "embeddings all-gathered across GPUs (global batch)",
-     f"{_CLAP} trainer/ddp_trainer.py", "=one process: the batch (multi-GPU: issue #15)"),
+     f"{_CLAP} trainer/ddp_trainer.py", "=gathered across processes (aacnb.distributed; aacnb reproduce --nproc N)"),
     ("feature extractor", "architecture", "a retrieval model on Clotho + AudioCaps + MACS", "CNN14 + BERT-medium "
      "(contrastive_pretrain_cnn14_bertm.pth)", f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml",
      "feature_extractor.audio, feature_extractor.text"),
