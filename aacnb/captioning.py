@@ -19,7 +19,7 @@ from .core import Config
 # %% auto #0
 __all__ = ['CaptionConfig', 'length_mask', 'masked_mean', 'BiGRUEncoder', 'sinusoid_table', 'MultiHeadAttention',
            'TransformerDecoderLayer', 'hypotheses_per_clip', 'hypothesis_rows', 'TransformerDecoder', 'GRUDecoder',
-           'Captioner', 'build_captioner', 'count_parameters', 'encode_captions', 'CaptionCollator']
+           'Captioner', 'build_captioner', 'encode_captions', 'CaptionCollator']
 
 # %% ../nbs/30_captioning.ipynb #f3609334
 @dataclasses.dataclass
@@ -473,9 +473,6 @@ def build_captioner(decoder: str = "transformer", num_layers: int | None = None,
         num_layers = 2 if decoder == "transformer" else 1
     return Captioner(CaptionConfig(decoder=decoder, num_layers=num_layers, vocab_size=vocab_size,
                                    feature_dim=feature_dim, **cfg))
-
-def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 def encode_captions(captions: Sequence[str], vocab, max_len: int | None = None) -> torch.Tensor:
     "Caption strings -> (B, L) long tokens `<bos> ... <eos>` padded with `vocab.pad_id`; longer ones are cut (keeping <eos>)."

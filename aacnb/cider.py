@@ -11,14 +11,14 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['CiderD']
+__all__ = ['check_caption_inputs', 'CiderD']
 
 # %% ../nbs/21_cider.ipynb #09f48d10
 _BASE = np.int64(1 << 32)  # word ids < 2**32 and prefix ids < 2**31 keep `prefix * _BASE + word` exact in int64
 
 
-def _check_inputs(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> None:
-    "Friendly errors for the shapes pycocoevalcap would assert on."
+def check_caption_inputs(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> None:
+    "Check `predictions` (strings) and `references` (one list of strings each): friendly errors for what pycocoevalcap asserts."
     if isinstance(predictions, str) or not isinstance(predictions, Sequence):
         raise TypeError(f"predictions must be a list of strings, got {type(predictions).__name__}")
     if isinstance(references, str) or not isinstance(references, Sequence):
@@ -229,7 +229,7 @@ class CiderD:
         self.n, self.sigma, self.tokenize = n, float(sigma), tokenize or str.split
         self.table = None
         if corpus is not None:
-            _check_inputs([""] * len(corpus), corpus)
+            check_caption_inputs([""] * len(corpus), corpus)
             if len(corpus) == 0:
                 raise ValueError("corpus_references is empty")
             self.table = _NgramTable.build(corpus, n, self.tokenize)
@@ -259,7 +259,7 @@ class CiderD:
 
     def compute(self, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, np.ndarray]:
         "CIDEr-D of each prediction against its references: (mean over clips, per-clip scores (P,))."
-        _check_inputs(predictions, references)
+        check_caption_inputs(predictions, references)
         if len(predictions) == 0:
             return 0.0, np.zeros(0)
         if self.table is None:

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['seed_everything', 'get_device', 'project_root', 'data_root', 'reports_root', 'atomic_write', 'atomic_path',
-           'save_json', 'load_json', 'save_torch', 'git_commit', 'provenance', 'get_logger', 'ConfigError', 'Config']
+__all__ = ['seed_everything', 'get_device', 'set_threads', 'count_parameters', 'project_root', 'data_root', 'reports_root',
+           'atomic_write', 'atomic_path', 'save_json', 'load_json', 'save_torch', 'git_commit', 'provenance',
+           'get_logger', 'ConfigError', 'Config', 'markdown_table']
 
 # %% ../nbs/00_core.ipynb #5da0b6dd
 def seed_everything(seed: int, deterministic: bool = False) -> int:
@@ -51,6 +52,16 @@ def get_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 # %% ../nbs/00_core.ipynb #eef07edf
+def set_threads(n: int) -> None:
+    "Use `n` torch threads in this process (0 leaves torch's default)."
+    if n and n > 0:
+        torch.set_num_threads(n)
+
+def count_parameters(module: torch.nn.Module, trainable_only: bool = True) -> int:
+    "Number of parameters of `module` (only those that train, unless `trainable_only=False`); works on `meta` too."
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+# %% ../nbs/00_core.ipynb #9aa86ada
 def project_root() -> Path | None:
     "The checkout this package was installed from (the folder holding `settings.ini`), if any."
     # In the package `__file__` is aacnb/core.py; inside a notebook it is undefined and we start from the cwd.
@@ -74,7 +85,7 @@ def reports_root() -> Path:
     root = project_root()
     return root / "reports" if root is not None else Path.cwd() / "reports"
 
-# %% ../nbs/00_core.ipynb #9aa86ada
+# %% ../nbs/00_core.ipynb #5de58528
 def _new_temp(path: Path) -> str:
     "A temporary sibling of `path`, with the permissions a plain `open` would give (mkstemp makes it 0600)."
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -147,7 +158,7 @@ def _json_default(o):
     if dataclasses.is_dataclass(o): return dataclasses.asdict(o)
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
-# %% ../nbs/00_core.ipynb #5de58528
+# %% ../nbs/00_core.ipynb #c1f539f0
 def git_commit(short: bool = True, root: str | Path | None = None) -> str:
     """The commit of the checkout (with `+dirty` when tracked files other than the generated `reports/` have
     changes: a study rewriting its own tables is not a code change), or `'unknown'` outside git."""
@@ -178,7 +189,7 @@ def get_logger(name: str = "aacnb", level: int = logging.INFO) -> logging.Logger
     log.setLevel(level)
     return log
 
-# %% ../nbs/00_core.ipynb #c1f539f0
+# %% ../nbs/00_core.ipynb #8e836ca5
 class ConfigError(ValueError):
     "A config field holds a value it cannot take; the message names the config and the field."
 
@@ -214,3 +225,12 @@ class Config:
 
     def replace(self, **changes):
         return self.from_dict(self.to_dict(), **changes)
+
+# %% ../nbs/00_core.ipynb #a91deaef
+def markdown_table(rows: list[dict], cols: list[str]) -> str:
+    "A Markdown table of `rows` with columns `cols` (missing or None values empty; `|` in a value becomes `/`)."
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in rows:
+        cells = ("" if r.get(c) is None else str(r.get(c)).replace("|", "/") for c in cols)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

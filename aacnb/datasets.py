@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from .audio import SAMPLE_RATE, load_audio
 from .core import get_logger, load_json, provenance, save_json
+from .download import clotho_split
 
 # %% auto #0
 __all__ = ['log', 'CLOTHO_SPLITS', 'AUDIOCAPS_SPLITS', 'AudioCaptionRecord', 'read_clotho', 'read_audiocaps', 'read_macs',
@@ -71,14 +72,11 @@ def _dataset_dir(root, name: str, marker: str) -> Path:
     return root
 
 # %% ../nbs/04_datasets.ipynb #644778f6
-CLOTHO_SPLITS = ("development", "validation", "evaluation")
-_CLOTHO_ALIASES = {"dev": "development", "val": "validation", "eval": "evaluation"}
+CLOTHO_SPLITS = ("development", "validation", "evaluation")  # short names: aacnb.download.CLOTHO_SPLIT_ALIASES
 
 def read_clotho(root: str | os.PathLike, split: str) -> list[AudioCaptionRecord]:
     "Read one Clotho v2.1 split (development/validation/evaluation) from `<root>/CLOTHO_v2.1/`."
-    split = _CLOTHO_ALIASES.get(split, split)
-    if split not in CLOTHO_SPLITS:
-        raise ValueError(f"unknown Clotho split {split!r}; choose from {CLOTHO_SPLITS}")
+    split = clotho_split(split)
     cdir = _dataset_dir(root, "CLOTHO_v2.1", "clotho_csv_files")
     cap_csv = cdir / "clotho_csv_files" / f"clotho_captions_{split}.csv"
     if not cap_csv.exists():

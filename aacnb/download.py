@@ -27,8 +27,8 @@ from .core import atomic_path, data_root, get_logger, save_json
 # %% auto #0
 __all__ = ['CLOTHO_V21_RECORD', 'CLOTHO_V21_FILES', 'CLOTHO_SPLIT_ALIASES', 'log', 'AUDIOCAPS_CSV_URL', 'MACS_RECORD',
            'TAU2019_DEV_RECORD', 'MACS_FILES', 'DownloadError', 'ChecksumError', 'md5sum', 'download_file',
-           'extract_archive', 'clotho_dir', 'download_clotho', 'download_audiocaps_csvs', 'download_macs',
-           'cli_download']
+           'extract_archive', 'clotho_dir', 'clotho_split', 'download_clotho', 'download_audiocaps_csvs',
+           'download_macs', 'cli_download']
 
 # %% ../nbs/03_download.ipynb #c27c8e5f
 CLOTHO_V21_RECORD = "https://zenodo.org/record/4783391"
@@ -47,8 +47,9 @@ CLOTHO_V21_FILES: dict[str, dict[str, dict]] = {
                    "captions": _z("clotho_captions_evaluation.csv", "1b16b9e57cf7bdb7f13a13802aeb57e2"),
                    "metadata": _z("clotho_metadata_evaluation.csv", "13946f054d4e1bf48079813aac61bf77")},
 }
-CLOTHO_SPLIT_ALIASES = {"dev": "development", "train": "development", "val": "validation",
-                        "eval": "evaluation", "test": "evaluation"}
+# short names of the three splits; "train" and "test" are not among them: they name the report's 9:1 re-split of
+# development + validation and its test split (`aacnb.datasets.clotho_splits`), not a Clotho split
+CLOTHO_SPLIT_ALIASES = {"dev": "development", "val": "validation", "eval": "evaluation"}
 
 # %% ../nbs/03_download.ipynb #a69c6504
 log = get_logger("aacnb.download")
@@ -194,11 +195,14 @@ def clotho_dir(root: str | os.PathLike | None = None) -> Path:
     "`<root>/CLOTHO_v2.1` (root defaults to `data_root()`)."
     return Path(root if root is not None else data_root()) / "CLOTHO_v2.1"
 
-def _canon_split(s: str) -> str:
-    s = CLOTHO_SPLIT_ALIASES.get(s, s)
+def clotho_split(name: str) -> str:
+    "The Clotho v2.1 split `name` stands for (`dev`, `val`, `eval` for short); any other name is an error saying why."
+    s = CLOTHO_SPLIT_ALIASES.get(name, name)
     if s not in CLOTHO_V21_FILES:
-        raise ValueError(f"unknown Clotho split {s!r}; choose from {sorted(CLOTHO_V21_FILES)} "
-                         f"(or {sorted(CLOTHO_SPLIT_ALIASES)})")
+        why = (" ('train' and 'test' name the report's re-split, aacnb.datasets.clotho_splits, not a Clotho split)"
+               if name in ("train", "test") else "")
+        raise ValueError(f"unknown Clotho split {name!r}; choose from {sorted(CLOTHO_V21_FILES)} "
+                         f"(or {sorted(CLOTHO_SPLIT_ALIASES)}){why}")
     return s
 
 def _manual_instructions(cdir: Path, table: dict) -> str:
@@ -217,7 +221,7 @@ def download_clotho(root: str | os.PathLike | None = None,
     "Download, verify and extract Clotho v2.1 `splits` into `<root>/CLOTHO_v2.1/`; return that folder."
     cdir = clotho_dir(root)
     files = files or CLOTHO_V21_FILES
-    for split in (_canon_split(s) for s in splits):
+    for split in (clotho_split(s) for s in splits):
         marker = cdir / "clotho_audio_files" / f".{split}.complete"
         table = files[split]
         if marker.exists() and all((cdir / "clotho_csv_files" / f["name"]).exists()

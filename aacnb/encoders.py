@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from .core import Config, get_logger
 
 # %% auto #0
-__all__ = ['ENCODER_REVISION', 'PANNS_CHECKPOINTS', 'AUDIO_ENCODERS', 'PannsConfig', 'ConvBlock', 'ConvPreWavBlock',
-           'SpecAugmentation', 'masked_max_mean', 'Cnn14', 'WavegramLogmelCnn14', 'load_panns_checkpoint',
-           'count_parameters', 'ASTEncoderConfig', 'ast_fbank', 'ASTEncoder', 'load_ast_pretrained',
-           'build_audio_encoder', 'weights_sha256']
+__all__ = ['ENCODER_REVISION', 'PANNS_CHECKPOINTS', 'AUDIO_ENCODERS', 'AUDIO_ENCODER_ALIASES', 'PannsConfig', 'ConvBlock',
+           'ConvPreWavBlock', 'SpecAugmentation', 'masked_max_mean', 'Cnn14', 'WavegramLogmelCnn14',
+           'load_panns_checkpoint', 'ASTEncoderConfig', 'ast_fbank', 'ASTEncoder', 'load_ast_pretrained',
+           'audio_encoder_key', 'build_audio_encoder', 'weights_sha256']
 
 # %% ../nbs/10_audio_encoders.ipynb #43a8379b
 @dataclasses.dataclass
@@ -360,12 +360,7 @@ def load_panns_checkpoint(model: nn.Module, path: str | Path, strict: bool = Tru
         raise RuntimeError(f"{path} does not fit {type(model).__name__}(width={model.config.width}): {e}") from e
     return model
 
-# %% ../nbs/10_audio_encoders.ipynb #31e3d133
-def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
-    "Number of (trainable) parameters; works for modules on the `meta` device too."
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-# %% ../nbs/10_audio_encoders.ipynb #60f560bf
+# %% ../nbs/10_audio_encoders.ipynb #e250333d
 @dataclasses.dataclass
 class ASTEncoderConfig(Config):
     "AST encoder settings; defaults are AST-base with the report's stride 16 in both axes."
@@ -401,7 +396,7 @@ class ASTEncoderConfig(Config):
         t = (self.max_length - self.patch_size) // self.time_stride + 1
         return f, t
 
-# %% ../nbs/10_audio_encoders.ipynb #9d66d2d7
+# %% ../nbs/10_audio_encoders.ipynb #6f788193
 def ast_fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 128, max_length: int = 1024,
               mean: float = -4.2677393, std: float = 4.5689974) -> torch.Tensor:
     "One clip (samples,) at 16 kHz -> normalised Kaldi fbank (max_length, num_mel_bins), as ASTFeatureExtractor."
@@ -454,7 +449,7 @@ class ASTEncoder(nn.Module):
         frame_lengths = ((n_frames - cfg.patch_size).clamp(min=0) // cfg.time_stride + 1).clamp(max=Tp)
         return {"clip": out.pooler_output, "frames": frames, "frame_lengths": frame_lengths.to(frames.device)}
 
-# %% ../nbs/10_audio_encoders.ipynb #df8cd4f2
+# %% ../nbs/10_audio_encoders.ipynb #5a6c2306
 def load_ast_pretrained(encoder: ASTEncoder, path: str | Path) -> ASTEncoder:
     "Load AST weights from a local `transformers` directory into `encoder`, resampling position embeddings."
     from transformers import ASTModel
@@ -478,7 +473,7 @@ def load_ast_pretrained(encoder: ASTEncoder, path: str | Path) -> ASTEncoder:
     encoder.ast.load_state_dict(state, strict=True)
     return encoder
 
-# %% ../nbs/10_audio_encoders.ipynb #c929020f
+# %% ../nbs/10_audio_encoders.ipynb #f1e1faef
 AUDIO_ENCODERS = {
     "cnn14": (Cnn14, {}),
     "wavegram-logmel-cnn14": (WavegramLogmelCnn14, {}),
@@ -488,12 +483,16 @@ AUDIO_ENCODERS = {
     "ast-tiny": (ASTEncoder, {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                               "intermediate_size": 128}),
 }
-_ALIASES = {"wlcnn14": "wavegram-logmel-cnn14", "wavegram_logmel_cnn14": "wavegram-logmel-cnn14"}
+AUDIO_ENCODER_ALIASES = {"wlcnn14": "wavegram-logmel-cnn14", "wavegram_logmel_cnn14": "wavegram-logmel-cnn14"}
+
+def audio_encoder_key(name: str) -> str:
+    "The `AUDIO_ENCODERS` key a name stands for (any case; `wlcnn14` is Wavegram-Logmel-CNN14); unknown names pass through."
+    return AUDIO_ENCODER_ALIASES.get(name.lower(), name.lower())
 
 def build_audio_encoder(name: str = "cnn14", weights: str | Path | None = None, **overrides) -> nn.Module:
     """Build an audio encoder by name (see `AUDIO_ENCODERS`), config fields overridable; `weights`: a PANNs
     .pth file or an AST checkpoint directory to start from."""
-    key = _ALIASES.get(name.lower(), name.lower())
+    key = audio_encoder_key(name)
     if key not in AUDIO_ENCODERS:
         raise ValueError(f"unknown audio encoder {name!r}; known: {sorted(AUDIO_ENCODERS)}")
     cls, defaults = AUDIO_ENCODERS[key]
@@ -506,7 +505,7 @@ def build_audio_encoder(name: str = "cnn14", weights: str | Path | None = None, 
         (load_ast_pretrained if cls is ASTEncoder else load_panns_checkpoint)(model, weights)
     return model
 
-# %% ../nbs/10_audio_encoders.ipynb #c5355587
+# %% ../nbs/10_audio_encoders.ipynb #e6cb0aac
 def weights_sha256(module: nn.Module) -> str:
     "SHA-256 of `module`'s state dict (names, dtypes, shapes, values; no batch-norm step counters), hex."
     h = hashlib.sha256()

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .cider import _check_inputs
+from .cider import check_caption_inputs
 from .core import atomic_write
 
 # %% auto #0
@@ -259,7 +259,7 @@ def _spice(hyps: Sequence[str], refs: Sequence[Sequence[str]], java: str | None 
 
 # %% ../nbs/20_metrics.ipynb #c2649b01
 def _check_eval_inputs(predictions, references):
-    _check_inputs(predictions, references)
+    check_caption_inputs(predictions, references)
     if len(predictions) == 0:
         raise ValueError("no predictions to evaluate: predictions and references are empty lists")
 

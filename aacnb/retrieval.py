@@ -5,6 +5,7 @@
 # %% ../nbs/12_retrieval.ipynb #50f6044d
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Sequence
@@ -14,16 +15,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import data_root
+from .core import count_parameters, data_root
 from .distributed import gather_with_grad
 from .encoders import (ASTEncoder, PANNS_CHECKPOINTS, PannsConfig, ASTEncoderConfig, AUDIO_ENCODERS,
-                            _ALIASES, build_audio_encoder, count_parameters)
+                            audio_encoder_key, build_audio_encoder)
 from .text_encoders import TEXT_ENCODERS, TextEncoder
 
 # %% auto #0
-__all__ = ['DEFAULT_PAIR', 'TABLE2_SYSTEMS', 'TABLE4_SYSTEMS', 'InfoNCELoss', 'BiEncoder', 'build_biencoder',
-           'table2_parameter_counts', 'retrieval_metrics', 'clip_batches', 'embed_clips', 'evaluate_retrieval',
-           'retrieval_val_fn', 'ensemble_similarity', 'ensemble_systems']
+__all__ = ['DEFAULT_PAIR', 'TABLE2_SYSTEMS', 'TABLE4_SYSTEMS', 'InfoNCELoss', 'BiEncoder', 'default_audio_weights',
+           'build_biencoder', 'table2_parameter_counts', 'retrieval_metrics', 'clip_batches', 'embed_clips',
+           'evaluate_retrieval', 'retrieval_val_fn', 'ensemble_similarity', 'ensemble_systems']
 
 # %% ../nbs/12_retrieval.ipynb #aaf92ff3
 class InfoNCELoss(nn.Module):
@@ -146,8 +147,9 @@ TABLE4_SYSTEMS = {  # submission -> indices into TABLE2_SYSTEMS (section 3 of th
 _TEXT_KW = {"pooling", "max_length", "text_max_length", "tokenizer"}  # max_length: AST's frames when the audio side has it; tokenizer: a stand-in (TextEncoder)
 _BI_KW = {"init_temperature", "max_scale"}
 
-def _default_audio_weights(key: str) -> Path:
-    cls = AUDIO_ENCODERS[key][0]
+def default_audio_weights(audio: str) -> Path:
+    "Where `build_biencoder(audio, pretrained=True)` loads the audio encoder's weights from: `data_root()/pretrained/`."
+    cls = AUDIO_ENCODERS[audio_encoder_key(audio)][0]
     name = "ast-finetuned-audioset-10-10-0.4593" if cls is ASTEncoder else PANNS_CHECKPOINTS[cls.__name__]
     return data_root() / "pretrained" / name
 
@@ -158,7 +160,7 @@ def build_biencoder(audio: str = "cnn14", text: str = "bert-base", pretrained: b
     "Build the bi-encoder for an (audio, text) pair of the report or the offline default; see above."
     if pretrained not in (True, False, "audio", "text"):
         raise ValueError(f"pretrained must be True, False, 'audio' or 'text', got {pretrained!r}")
-    akey = _ALIASES.get(audio.lower(), audio.lower())
+    akey = audio_encoder_key(audio)
     if akey not in AUDIO_ENCODERS:
         raise ValueError(f"unknown audio encoder {audio!r}; known: {sorted(AUDIO_ENCODERS)}")
     cfg_cls = ASTEncoderConfig if AUDIO_ENCODERS[akey][0] is ASTEncoder else PannsConfig
@@ -174,8 +176,8 @@ def build_biencoder(audio: str = "cnn14", text: str = "bert-base", pretrained: b
     b_kw = {k: v for k, v in overrides.items() if k in _BI_KW}
     want_audio, want_text = pretrained in (True, "audio"), pretrained in (True, "text")
     if want_audio and audio_weights is None:
-        audio_weights = _default_audio_weights(akey)
-    with torch.device(device) if device is not None else _nullcontext():
+        audio_weights = default_audio_weights(akey)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
         a_enc = build_audio_encoder(akey, weights=audio_weights if want_audio else None, **a_kw)
         if want_text and text_weights:  # a local copy of `text`: its tokenizer, else the registry's
             t_enc = TextEncoder(str(text_weights), pretrained=True, architecture=text, **t_kw)
@@ -186,10 +188,6 @@ def build_biencoder(audio: str = "cnn14", text: str = "bert-base", pretrained: b
                           "kwargs": {"audio": akey, "text": text, "pretrained": False, "embed_dim": embed_dim,
                                      **overrides}}
     return model
-
-class _nullcontext:
-    def __enter__(self): return None
-    def __exit__(self, *exc): return False
 
 # %% ../nbs/12_retrieval.ipynb #8620a134
 def table2_parameter_counts(embed_dim: int = 1024) -> list[dict]:

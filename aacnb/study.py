@@ -31,11 +31,11 @@ __all__ = ['PAPER_TABLES', 'PAPER_EMBED_DIM', 'PAPER_CAPTIONER_CONFIGS', 'AUDIO_
            'show_profile', 'fidelity_rows', 'fidelity_markdown', 'write_fidelity', 'Run', 'runs_root',
            'experiments_dir', 'plan_runs', 'select_runs', 'data_checks', 'weight_checks', 'RunFailed', 'run_status',
            'execute_run', 'with_nproc', 'run_pipeline', 'save_run_result', 'load_run_result', 'selected_checkpoint',
-           'count_params', 'train_config', 'read_records', 'read_records_splits', 'audio_encoder_of', 'set_threads',
-           'train_subset', 'retrieval_eval', 'retrieval_scores', 'caption_batches', 'caption_eval', 'caption_scores',
-           'table1', 'table2', 'chance_t2a', 'random_caption_scores', 'table3', 'table4', 'table_markdown',
-           'write_tables', 'make_figures', 'write_report', 'runs_markdown', 'results_markdown', 'cli_reproduce',
-           'PeakRSS', 'stage_of', 'write_resources', 'smoke_profile', 'write_profile']
+           'train_config', 'read_records', 'read_records_splits', 'audio_encoder_of', 'set_threads', 'train_subset',
+           'retrieval_eval', 'retrieval_scores', 'caption_batches', 'caption_eval', 'caption_scores', 'table1',
+           'table2', 'chance_t2a', 'random_caption_scores', 'table3', 'table4', 'table_markdown', 'write_tables',
+           'make_figures', 'write_report', 'runs_markdown', 'results_markdown', 'cli_reproduce', 'PeakRSS', 'stage_of',
+           'write_resources', 'smoke_profile', 'write_profile']
 
 # %% ../nbs/40_study.ipynb #4430ad66
 _T3_COLS = ("bleu_4", "rouge_l", "meteor", "cider_d", "spice", "spider")  # B@4, R, M, C, S, SD
@@ -674,8 +674,8 @@ def data_checks(profile: Profile) -> list[tuple[str, bool, str]]:
 # %% ../nbs/40_study.ipynb #561c636f
 def _weights_status(name: str, kind: str) -> tuple[bool, str]:
     if kind == "audio":
-        from aacnb.retrieval import _default_audio_weights, _ALIASES
-        f = _default_audio_weights(_ALIASES.get(name, name))
+        from aacnb.retrieval import default_audio_weights
+        f = default_audio_weights(name)
         return f.exists(), str(f) + ("" if f.exists() else f" missing (put the published checkpoint there)")
     from aacnb.text_encoders import TEXT_ENCODERS, minilm_path
     if name == "minilm":
@@ -907,10 +907,6 @@ def selected_checkpoint(run_dir) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: its selected checkpoint {path.name} is missing")
     return path
-
-def count_params(model) -> int:
-    "Number of parameters (trainable or not) of a torch module."
-    return int(sum(p.numel() for p in model.parameters()))
 
 def train_config(spec: str | dict, **fields):
     "A `TrainConfig` from a profile's training spec (JSON or dict) plus run-level `fields` it knows."

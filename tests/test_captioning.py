@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from aacnb.captioning import (CaptionCollator, CaptionConfig, build_captioner, count_parameters, encode_captions)
-from aacnb.core import ConfigError
+from aacnb.captioning import (CaptionCollator, CaptionConfig, build_captioner, encode_captions)
+from aacnb.core import ConfigError, count_parameters
 from aacnb.decoding import greedy_decode
 
 TINY = dict(vocab_size=20, feature_dim=6, enc_hidden=8, d_model=16, nhead=2, dim_feedforward=32,

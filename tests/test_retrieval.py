@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aacnb.encoders import (ASTEncoder, Cnn14, WavegramLogmelCnn14, build_audio_encoder, count_parameters,
-                            load_panns_checkpoint, masked_max_mean)
+from aacnb.core import count_parameters
+from aacnb.encoders import (ASTEncoder, Cnn14, WavegramLogmelCnn14, build_audio_encoder, load_panns_checkpoint,
+                            masked_max_mean)
 from aacnb.retrieval import (DEFAULT_PAIR, TABLE2_SYSTEMS, TABLE4_SYSTEMS, BiEncoder, InfoNCELoss, build_biencoder,
                              ensemble_similarity, ensemble_systems, retrieval_metrics, table2_parameter_counts)
 from aacnb.text_encoders import TextEncoder
