@@ -23,8 +23,9 @@ from .core import get_logger, load_json, provenance, save_json
 from .download import clotho_split
 
 # %% auto #0
-__all__ = ['log', 'CLOTHO_SPLITS', 'AUDIOCAPS_SPLITS', 'AudioCaptionRecord', 'read_clotho', 'read_audiocaps', 'read_macs',
-           'make_resplit', 'clotho_splits', 'AudioCaptionDataset', 'collate_audio']
+__all__ = ['log', 'CLOTHO_SPLITS', 'AUDIOCAPS_SPLITS', 'DATASETS', 'SPLITS', 'AudioCaptionRecord', 'read_clotho',
+           'read_audiocaps', 'read_macs', 'make_resplit', 'clotho_splits', 'read_records', 'AudioCaptionDataset',
+           'collate_audio', 'train_subset']
 
 # %% ../nbs/04_datasets.ipynb #78507c0e
 log = get_logger("aacnb.datasets")
@@ -205,6 +206,28 @@ def clotho_splits(root: str | os.PathLike, seed: int = 0, train_fraction: float 
     return out
 
 # %% ../nbs/04_datasets.ipynb #958429ba
+DATASETS = ("clotho", "audiocaps", "macs")
+SPLITS = ("train", "val", "test")
+
+def read_records(root: str | os.PathLike, sets: str | Sequence[str], split: str, resplit_seed: int = 0
+                 ) -> list[AudioCaptionRecord]:
+    "The records of `sets` (a comma list or a list drawn from `DATASETS`) for the report's split `train`/`val`/`test`."
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {list(SPLITS)}")
+    out = []
+    for s in (sets.split(",") if isinstance(sets, str) else list(sets)):
+        s = s.strip()
+        if s == "clotho":
+            out += clotho_splits(root, seed=resplit_seed)[split]
+        elif s == "audiocaps":
+            out += read_audiocaps(root, split)
+        elif s == "macs":
+            out += read_macs(root) if split == "train" else []
+        else:
+            raise ValueError(f"unknown dataset {s!r}: expected one of {list(DATASETS)}")
+    return out
+
+# %% ../nbs/04_datasets.ipynb #de707020
 class AudioCaptionDataset(Dataset):
     "A torch Dataset over `AudioCaptionRecord`s yielding audio (or cached features) with captions."
 
@@ -253,7 +276,7 @@ class AudioCaptionDataset(Dataset):
         src = collections.Counter(f"{r.dataset}/{r.split}" for r in self.records)
         return f"AudioCaptionDataset({len(self)} items, mode={self.mode!r}, {dict(src)})"
 
-# %% ../nbs/04_datasets.ipynb #550fb71b
+# %% ../nbs/04_datasets.ipynb #b2348ef9
 def _pad_stack(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([x.shape[0] for x in xs], dtype=torch.long)
     if xs[0].dim() == 1 and any(x.dim() != 1 for x in xs):
@@ -285,3 +308,11 @@ def collate_audio(batch: list[dict]) -> dict:
         else:
             out[key] = vals
     return out
+
+# %% ../nbs/04_datasets.ipynb #1d13b570
+def train_subset(dataset, n: int | None, seed: int = 0):
+    "`dataset` itself when `n` is None or not smaller, else `n` of its items drawn with `seed` (in their order)."
+    if not n or n >= len(dataset):
+        return dataset
+    keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return torch.utils.data.Subset(dataset, keep.tolist())

@@ -11,9 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from .captioning import Captioner
+from .cider import CiderD
+from .datasets import AudioCaptionDataset, collate_audio
+from .metrics import evaluate
+from .text import tokenize
 
 # %% auto #0
-__all__ = ['as_models', 'Stepper', 'strip', 'greedy_decode', 'sample_decode', 'beam_search', 'beam_search_reference']
+__all__ = ['as_models', 'Stepper', 'strip', 'greedy_decode', 'sample_decode', 'beam_search', 'beam_search_reference',
+           'caption_batches', 'caption_scores', 'caption_eval']
 
 # %% ../nbs/31_decoding.ipynb #247e08ae
 def as_models(model_or_models) -> list[Captioner]:
@@ -245,3 +250,36 @@ def beam_search_reference(model_or_models, features: torch.Tensor, lengths: torc
 def _one_clip(memory: dict, i: int, T: int) -> dict:
     "Clip i's part of an encoder output ({'frames' (B, T', M), 'clip' (B, M), 'mask' (B, T')}), cut to its T frames."
     return {"frames": memory["frames"][i:i + 1, :T], "clip": memory["clip"][i:i + 1], "mask": memory["mask"][i:i + 1, :T]}
+
+# %% ../nbs/31_decoding.ipynb #b90989aa
+def caption_batches(records: list, cache, batch_size: int = 32):
+    "Yield (records, features (B, T, D), lengths (B,)) over `records`, features from a FeatureCache."
+    ds = AudioCaptionDataset(records, mode="clips", features=cache)
+    for i in range(0, len(ds), batch_size):
+        b = collate_audio([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
+        yield records[i:i + batch_size], b["features"], b["feature_lengths"]
+
+def caption_scores(predictions: list[str], references: list[list[str]], full: bool = True,
+                   metrics: list | None = None) -> dict:
+    "Corpus scores as fractions: BLEU-4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr (or `metrics`); CIDEr-D alone unless `full`."
+    if not full:  # lower case, no punctuation: what the PTB tokenizer does before CIDEr-D
+        return {"cider_d": float(CiderD(tokenize=tokenize).compute(predictions, references)[0])}
+    corpus, _ = evaluate(predictions, references) if metrics is None else evaluate(predictions, references, metrics)
+    return {k: (None if v is None else float(v)) for k, v in corpus.items()}
+
+def caption_eval(models, records: list, cache, vocab, beam_size: int = 3, max_len: int = 30, batch_size: int = 32,
+                 device: str = "cpu", full: bool = True, length_normalize: bool = True,
+                 metrics: list | None = None) -> tuple[dict, list[dict]]:
+    "Decode `records` with beam search (a list of models = an ensemble); return (corpus metrics, predictions)."
+    models = as_models(models)
+    for m in models:
+        m.eval()
+    preds = []
+    with torch.no_grad():
+        for recs, feats, lens in caption_batches(records, cache, batch_size):
+            ids = beam_search(models if len(models) > 1 else models[0], feats.to(device), lens.to(device),
+                              beam_size=beam_size, max_len=max_len, length_normalize=length_normalize)
+            preds += [dict(audio_id=r.audio_id, caption=vocab.decode(x), references=list(r.captions))
+                      for r, x in zip(recs, ids)]
+    scores = caption_scores([p["caption"] for p in preds], [p["references"] for p in preds], full, metrics)
+    return scores, preds

@@ -14,17 +14,21 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
-from .core import count_parameters, data_root
+from .audio import audio_samples, length_batches
+from .core import count_parameters, data_root, get_device
+from .datasets import AudioCaptionDataset, collate_audio
 from .distributed import gather_with_grad
 from .encoders import (ASTEncoder, PANNS_CHECKPOINTS, PannsConfig, ASTEncoderConfig, AUDIO_ENCODERS,
                             audio_encoder_key, build_audio_encoder)
-from .text_encoders import TEXT_ENCODERS, TextEncoder
+from .text_encoders import TEXT_ENCODERS, TextEncoder, minilm_path
 
 # %% auto #0
 __all__ = ['DEFAULT_PAIR', 'TABLE2_SYSTEMS', 'TABLE4_SYSTEMS', 'InfoNCELoss', 'BiEncoder', 'default_audio_weights',
-           'build_biencoder', 'table2_parameter_counts', 'retrieval_metrics', 'clip_batches', 'embed_clips',
-           'evaluate_retrieval', 'retrieval_val_fn', 'ensemble_similarity', 'ensemble_systems']
+           'build_biencoder', 'weights_status', 'table2_parameter_counts', 'retrieval_metrics', 'clip_batches',
+           'embed_clips', 'evaluate_retrieval', 'retrieval_val_fn', 'retrieval_scores', 'retrieval_eval',
+           'audio_encoder_of', 'ensemble_similarity', 'ensemble_systems']
 
 # %% ../nbs/12_retrieval.ipynb #aaf92ff3
 class InfoNCELoss(nn.Module):
@@ -189,7 +193,35 @@ def build_biencoder(audio: str = "cnn14", text: str = "bert-base", pretrained: b
                                      **overrides}}
     return model
 
-# %% ../nbs/12_retrieval.ipynb #8620a134
+# %% ../nbs/12_retrieval.ipynb #3601c561
+def _text_weights_cached(repo: str) -> bool:
+    "Whether the Hugging Face cache holds `repo`'s config and weights (any failure of the lookup: no)."
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        hit = try_to_load_from_cache(repo, "config.json")
+        weights = [try_to_load_from_cache(repo, f) for f in ("model.safetensors", "pytorch_model.bin")]
+    except Exception:
+        return False
+    return isinstance(hit, str) and any(isinstance(w, str) for w in weights)
+
+def weights_status(name: str, kind: str) -> tuple[bool, str]:
+    "(present, where or what to do) for the pretrained weights of audio encoder or text encoder `name` (`kind`)."
+    if kind == "audio":
+        f = default_audio_weights(name)
+        return f.exists(), str(f) + ("" if f.exists() else f" missing (put the published checkpoint there)")
+    if name == "minilm":
+        try:
+            return True, str(minilm_path())
+        except ImportError as e:
+            return False, str(e)
+    repo = TEXT_ENCODERS.get(name, {}).get("hub") or name
+    if _text_weights_cached(repo):
+        return True, f"Hugging Face cache: {repo}"
+    if Path(repo).is_dir():
+        return True, repo
+    return False, f"{repo} is not in the Hugging Face cache (huggingface-cli download {repo} on a connected machine)"
+
+# %% ../nbs/12_retrieval.ipynb #df2a80d9
 def table2_parameter_counts(embed_dim: int = 1024) -> list[dict]:
     "Rows `{label, audio, text, params_m, report_m}` for the five systems of Table 2 (trainable parameters)."
     rows = []
@@ -199,7 +231,7 @@ def table2_parameter_counts(embed_dim: int = 1024) -> list[dict]:
                      "report_m": report})
     return rows
 
-# %% ../nbs/12_retrieval.ipynb #df2a80d9
+# %% ../nbs/12_retrieval.ipynb #4209a739
 def _ranks(scores: torch.Tensor, query: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
     "0-based rank of `item[p]` in the ranking of query `query[p]` (descending score, ties by lower index)."
     Q, N = scores.shape
@@ -269,22 +301,32 @@ def retrieval_metrics(similarity, text_to_audio=None, ks=(1, 5, 10)) -> dict:
         out["r_geomean"] = (out["r1"] * out["r5"] * out["r10"]) ** (1 / 3)
     return out
 
-# %% ../nbs/12_retrieval.ipynb #bb57794e
+# %% ../nbs/12_retrieval.ipynb #053dd783
 def clip_batches(dataset, batch_size: int) -> list[list[int]]:
     "Index batches of a clips-mode audio dataset by clip length (`length_batches`); consecutive otherwise."
     recs = getattr(dataset, "records", None)
     if recs is None or getattr(dataset, "mode", None) != "clips" or getattr(dataset, "features", None) is not None:
         return [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
-    from aacnb.audio import audio_samples, length_batches
     return length_batches([audio_samples(r.audio_path, dataset.sample_rate, dataset.max_seconds) for r in recs],
                           batch_size)
 
+def _embed_captions(model: BiEncoder, captions: list[list[str]], batch_size: int, text_batch_size: int | None
+                    ) -> tuple[torch.Tensor, list[int]]:
+    "Each clip's captions, in order -> (text (n_captions, E) float32 on the CPU, each caption's clip)."
+    t2a = [i for i, cs in enumerate(captions) for _ in cs]
+    if text_batch_size is None:  # the captions of `batch_size` clips at a time
+        chunks = [[c for cs in captions[s: s + batch_size] for c in cs] for s in range(0, len(captions), batch_size)]
+    else:                        # `text_batch_size` captions at a time
+        flat = [c for cs in captions for c in cs]
+        chunks = [flat[s: s + text_batch_size] for s in range(0, len(flat), text_batch_size)]
+    return torch.cat([model.encode_text(chunk).float().cpu() for chunk in chunks]), t2a
+
 @torch.no_grad()
 def embed_clips(model: BiEncoder, dataset, batch_size: int = 16, device: str | torch.device | None = None,
-                num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "A clips-mode dataset -> (audio (n_clips, E), text (n_captions, E), text_to_audio (n_captions,)) on the CPU."
-    from torch.utils.data import DataLoader
-    from aacnb.datasets import collate_audio
+                num_workers: int = 0, text_batch_size: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A clips-mode dataset -> (audio (n_clips, E), text (n_captions, E), text_to_audio (n_captions,)), float32 on
+    the CPU; `device`: where the inputs go (default: the model's)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -294,16 +336,12 @@ def embed_clips(model: BiEncoder, dataset, batch_size: int = 16, device: str | t
                                               num_workers=num_workers)):
         if "captions" not in batch:
             raise KeyError("embed_clips needs a dataset in mode='clips' (items with all 'captions' of a clip)")
-        emb = model.encode_audio(batch["audio"].to(device), batch["audio_lengths"].to(device)).cpu()  # (B, E)
+        emb = model.encode_audio(batch["audio"].to(device), batch["audio_lengths"].to(device)).float().cpu()  # (B, E)
         for k, i in enumerate(idx):
             audio[i], captions[i] = emb[k], batch["captions"][k]
-    text, t2a = [], []
-    for start in range(0, len(captions), batch_size):
-        chunk = captions[start: start + batch_size]
-        text.append(model.encode_text([c for cs in chunk for c in cs]).cpu())
-        t2a += [start + i for i, cs in enumerate(chunk) for _ in cs]
+    text, t2a = _embed_captions(model, captions, batch_size, text_batch_size)
     model.train(was_training)
-    return torch.stack(audio), torch.cat(text), torch.tensor(t2a)
+    return torch.stack(audio), text, torch.tensor(t2a)
 
 def evaluate_retrieval(model: BiEncoder, dataset, batch_size: int = 16, **kw) -> dict:
     "Both directions' metrics of `model` on a clips-mode dataset."
@@ -314,7 +352,34 @@ def retrieval_val_fn(dataset, batch_size: int = 16):
     "A `val_fn` for `aacnb.training.fit`: model -> metrics on `dataset` (monitor `'map10'`)."
     return lambda model: evaluate_retrieval(model, dataset, batch_size)
 
-# %% ../nbs/12_retrieval.ipynb #d8ca4213
+# %% ../nbs/12_retrieval.ipynb #38f81b9e
+def retrieval_scores(similarity, text_to_audio) -> dict:
+    "`retrieval_metrics` (percent) as {'t2a': R@1/5/10, mAP@10 and their geometric mean; 'a2t': audio-to-text}."
+    m = retrieval_metrics(similarity, text_to_audio)
+    t2a = {k: float(m[k]) for k in ("r1", "r5", "r10", "map10", "r_geomean")}
+    return {"t2a": t2a, "a2t": {k[4:]: float(v) for k, v in m.items() if k.startswith("a2t_")}}
+
+def retrieval_eval(model: BiEncoder, records: list, batch_size: int = 64, max_seconds: float | None = None,
+                   device: str = "cpu", return_similarity: bool = False) -> dict:
+    "Scores of `model` on `records`: {'t2a', 'a2t', 'n_clips', 'n_captions'} and, asked, the similarity matrix."
+    ds = AudioCaptionDataset(records, mode="clips", max_seconds=max_seconds)
+    A, T, t2a = embed_clips(model, ds, batch_size, device=get_device(device), text_batch_size=batch_size)
+    sim = (T @ A.T).numpy()                                                   # (n_captions, n_clips)
+    out = dict(retrieval_scores(sim, t2a), n_clips=len(records), n_captions=len(t2a))
+    if return_similarity:
+        out["similarity"], out["text_to_audio"] = sim, t2a.numpy()
+        out["audio_ids"] = [r.audio_id for r in records]
+    return out
+
+def audio_encoder_of(model: nn.Module) -> nn.Module:
+    "The audio encoder inside a retrieval model (the captioners' feature extractor)."
+    for name in ("audio_encoder", "audio", "enc_a"):
+        enc = getattr(model, name, None)
+        if enc is not None and hasattr(enc, "forward"):
+            return enc
+    raise AttributeError(f"{type(model).__name__} has no audio encoder attribute (looked for audio_encoder, audio, enc_a)")
+
+# %% ../nbs/12_retrieval.ipynb #aaa76149
 def ensemble_similarity(similarities: Sequence, normalize: str = "zscore", weights: Sequence[float] | None = None
                         ) -> torch.Tensor:
     "Combine same-shaped (captions, clips) similarity matrices: mean of per-system z-scores (or raw values)."

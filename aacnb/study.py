@@ -21,21 +21,22 @@ from typing import Any, Iterable
 import yaml
 
 from .core import (Config, ConfigError, atomic_write, data_root, get_logger, git_commit, load_json,
-                        project_root, provenance, reports_root, save_json)
+                        project_root, provenance, reports_root, save_json, set_threads)
+from .datasets import DATASETS, clotho_splits, read_records, train_subset
+from .decoding import caption_batches, caption_eval, caption_scores
+from .retrieval import audio_encoder_of, retrieval_eval, retrieval_scores, weights_status
 
 # %% auto #0
-__all__ = ['PAPER_TABLES', 'PAPER_EMBED_DIM', 'PAPER_CAPTIONER_CONFIGS', 'AUDIO_ENCODERS', 'DECODERS', 'DATASETS', 'FIDELITY',
-           'MARKER', 'TRAINING_NOTEBOOKS', 'TABLE_TITLES', 'SMOKE_CORPUS', 'SMOKE_METRICS', 'ProfileError', 'DataSpec',
+__all__ = ['PAPER_TABLES', 'PAPER_EMBED_DIM', 'PAPER_CAPTIONER_CONFIGS', 'AUDIO_ENCODERS', 'DECODERS', 'FIDELITY', 'MARKER',
+           'TRAINING_NOTEBOOKS', 'TABLE_TITLES', 'SMOKE_CORPUS', 'SMOKE_METRICS', 'ProfileError', 'DataSpec',
            'RetrievalSystem', 'EnsembleSpec', 'RetrievalSpec', 'FeatureExtractorSpec', 'CaptionerSystem',
            'CaptioningSpec', 'ParamCountSpec', 'Profile', 'profiles_dir', 'load_profile', 'profile_to_dict',
            'show_profile', 'fidelity_rows', 'fidelity_markdown', 'write_fidelity', 'Run', 'runs_root',
            'experiments_dir', 'plan_runs', 'select_runs', 'data_checks', 'weight_checks', 'RunFailed', 'run_status',
            'execute_run', 'with_nproc', 'run_pipeline', 'save_run_result', 'load_run_result', 'selected_checkpoint',
-           'train_config', 'read_records', 'read_records_splits', 'audio_encoder_of', 'set_threads', 'train_subset',
-           'retrieval_eval', 'retrieval_scores', 'caption_batches', 'caption_eval', 'caption_scores', 'table1',
-           'table2', 'chance_t2a', 'random_caption_scores', 'table3', 'table4', 'table_markdown', 'write_tables',
-           'make_figures', 'write_report', 'runs_markdown', 'results_markdown', 'cli_reproduce', 'PeakRSS', 'stage_of',
-           'write_resources', 'smoke_profile', 'write_profile']
+           'train_config', 'table1', 'table2', 'chance_t2a', 'random_caption_scores', 'table3', 'table4',
+           'table_markdown', 'write_tables', 'make_figures', 'write_report', 'runs_markdown', 'results_markdown',
+           'cli_reproduce', 'PeakRSS', 'stage_of', 'write_resources', 'smoke_profile', 'write_profile']
 
 # %% ../nbs/40_study.ipynb #4430ad66
 _T3_COLS = ("bleu_4", "rouge_l", "meteor", "cider_d", "spice", "spider")  # B@4, R, M, C, S, SD
@@ -79,7 +80,6 @@ class ProfileError(ValueError):
 
 AUDIO_ENCODERS = ("cnn14", "wlcnn14", "ast")
 DECODERS = ("transformer", "gru")
-DATASETS = ("clotho", "audiocaps", "macs")
 
 def _check_train(self, field):
     spec = getattr(self, field)
@@ -672,27 +672,6 @@ def data_checks(profile: Profile) -> list[tuple[str, bool, str]]:
     return out
 
 # %% ../nbs/40_study.ipynb #561c636f
-def _weights_status(name: str, kind: str) -> tuple[bool, str]:
-    if kind == "audio":
-        from aacnb.retrieval import default_audio_weights
-        f = default_audio_weights(name)
-        return f.exists(), str(f) + ("" if f.exists() else f" missing (put the published checkpoint there)")
-    from aacnb.text_encoders import TEXT_ENCODERS, minilm_path
-    if name == "minilm":
-        try: return True, str(minilm_path())
-        except ImportError as e: return False, str(e)
-    repo = TEXT_ENCODERS.get(name, {}).get("hub") or name
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        hit = try_to_load_from_cache(repo, "config.json")
-        weights = [try_to_load_from_cache(repo, f) for f in ("model.safetensors", "pytorch_model.bin")]
-        if isinstance(hit, str) and any(isinstance(w, str) for w in weights):
-            return True, f"Hugging Face cache: {repo}"
-    except Exception:
-        pass
-    if Path(repo).is_dir(): return True, repo
-    return False, f"{repo} is not in the Hugging Face cache (huggingface-cli download {repo} on a connected machine)"
-
 def weight_checks(profile: Profile) -> list[tuple[str, bool, str]]:
     "(what, ok, detail) for every pretrained weight file the profile's systems start from."
     need: dict[tuple[str, str], str] = {}
@@ -704,7 +683,7 @@ def weight_checks(profile: Profile) -> list[tuple[str, bool, str]]:
         if s.pretrained in (True, "text"): need.setdefault(("text", s.text), who)
     out = []
     for (kind, name), who in need.items():
-        ok, detail = _weights_status(name, kind)
+        ok, detail = weights_status(name, kind)
         out.append((f"weights {name} (for {who})", ok, detail))
     return out
 
@@ -915,121 +894,7 @@ def train_config(spec: str | dict, **fields):
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig.from_dict(spec, **{k: v for k, v in fields.items() if k in names and k not in spec})
 
-def read_records(data_root_, sets: str | list, split: str, resplit_seed: int = 0) -> list:
-    "AudioCaptionRecords of `sets` (comma list of clotho/audiocaps/macs) for split train/val/test."
-    from aacnb import datasets as ds
-    sets = sets.split(",") if isinstance(sets, str) else list(sets)
-    out = []
-    for s in sets:
-        s = s.strip()
-        if s == "clotho": out += ds.clotho_splits(data_root_, seed=resplit_seed)[split]
-        elif s == "audiocaps": out += ds.read_audiocaps(data_root_, {"train": "train", "val": "val", "test": "test"}[split])
-        elif s == "macs": out += ds.read_macs(data_root_) if split == "train" else []
-        else: raise ValueError(f"unknown dataset {s!r}: expected one of {list(DATASETS)}")
-    return out
-
-def read_records_splits(data_root_, resplit_seed: int = 0) -> dict:
-    "Clotho(-format) train/val/test records of the 9:1 re-split (`aacnb.datasets.clotho_splits`)."
-    from aacnb.datasets import clotho_splits
-    return clotho_splits(data_root_, seed=resplit_seed)
-
-def audio_encoder_of(model):
-    "The audio encoder inside a retrieval model (the captioners' feature extractor)."
-    for name in ("audio_encoder", "audio", "enc_a"):
-        enc = getattr(model, name, None)
-        if enc is not None and hasattr(enc, "forward"): return enc
-    raise AttributeError(f"{type(model).__name__} has no audio encoder attribute (looked for audio_encoder, audio, enc_a)")
-
-def set_threads(n: int) -> None:
-    "Use `n` torch threads in this run (0 leaves torch's default)."
-    import torch
-    if n and n > 0: torch.set_num_threads(n)
-
-def train_subset(dataset, n: int | None, seed: int = 0):
-    "`dataset` itself when `n` is None or not smaller, else `n` of its items drawn with `seed` (in their order)."
-    if not n or n >= len(dataset): return dataset
-    import torch
-    keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return torch.utils.data.Subset(dataset, keep.tolist())
-
-# %% ../nbs/40_study.ipynb #afe7ecc9
-def retrieval_eval(model, records: list, batch_size: int = 64, max_seconds: float | None = None,
-                   device: str = "cpu", return_similarity: bool = False) -> dict:
-    "Text-to-audio scores of `model` (a BiEncoder) on `records`: {'t2a': {...}, 'a2t': {...}?, 'similarity'?}."
-    import numpy as np, torch
-    from torch.utils.data import DataLoader
-    from aacnb.datasets import AudioCaptionDataset, collate_audio
-    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    was = model.training
-    model.eval()
-    ds = AudioCaptionDataset(records, mode="clips", max_seconds=max_seconds)
-    from aacnb.retrieval import clip_batches
-    batches, audio, texts, t2a = clip_batches(ds, batch_size), [None] * len(records), [], []
-    with torch.no_grad():
-        for idx, b in zip(batches, DataLoader(ds, batch_sampler=batches, collate_fn=collate_audio)):
-            for i, e in zip(idx, model.encode_audio(b["audio"].to(dev), b["audio_lengths"].to(dev)).float().cpu()):
-                audio[i] = e
-        for i, r in enumerate(records):
-            texts += list(r.captions); t2a += [i] * len(r.captions)
-        tv = [model.encode_text(texts[j:j + batch_size]).float().cpu() for j in range(0, len(texts), batch_size)]
-    model.train(was)
-    A, T = torch.stack(audio), torch.cat(tv)                                  # (n_clips, E), (n_text, E)
-    sim = (T @ A.T).numpy()                                                   # (n_text, n_clips)
-    out = dict(retrieval_scores(sim, t2a), n_clips=len(records), n_captions=len(texts))
-    if return_similarity:
-        out["similarity"], out["text_to_audio"] = sim, np.asarray(t2a)
-        out["audio_ids"] = [r.audio_id for r in records]
-    return out
-
-def retrieval_scores(similarity, text_to_audio) -> dict:
-    "{'t2a': R@1/5/10, mAP@10 and their geometric mean; 'a2t': for audio-to-text} in percent, by `aacnb.retrieval.retrieval_metrics`."
-    from aacnb.retrieval import retrieval_metrics
-    m = retrieval_metrics(similarity, text_to_audio)
-    t2a = {k: float(m[k]) for k in ("r1", "r5", "r10", "map10", "r_geomean")}
-    return {"t2a": t2a, "a2t": {k[4:]: float(v) for k, v in m.items() if k.startswith("a2t_")}}
-
-def caption_batches(records: list, cache, batch_size: int = 32):
-    "Yield (records, features (B, T, D), lengths (B,)) over `records`, features from a FeatureCache."
-    from aacnb.datasets import AudioCaptionDataset, collate_audio
-    ds = AudioCaptionDataset(records, mode="clips", features=cache)
-    for i in range(0, len(ds), batch_size):
-        b = collate_audio([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
-        yield records[i:i + batch_size], b["features"], b["feature_lengths"]
-
-def caption_eval(models, records: list, cache, vocab, beam_size: int = 3, max_len: int = 30, batch_size: int = 32,
-                 device: str = "cpu", full: bool = True, length_normalize: bool = True,
-                 metrics: list | None = None) -> tuple[dict, list[dict]]:
-    "Decode `records` with beam search (a list of models = an ensemble); return (corpus metrics, predictions)."
-    import torch
-    from aacnb.decoding import beam_search
-    models = models if isinstance(models, (list, tuple)) else [models]
-    for m in models: m.eval()
-    preds = []
-    with torch.no_grad():
-        for recs, feats, lens in caption_batches(records, cache, batch_size):
-            ids = beam_search(models if len(models) > 1 else models[0], feats.to(device), lens.to(device),
-                              beam_size=beam_size, max_len=max_len, length_normalize=length_normalize)
-            preds += [dict(audio_id=r.audio_id, caption=vocab.decode(x), references=list(r.captions))
-                      for r, x in zip(recs, ids)]
-    return caption_scores([p["caption"] for p in preds], [p["references"] for p in preds], full=full,
-                          metrics=metrics), preds
-
-def caption_scores(predictions: list[str], references: list[list[str]], full: bool = True,
-                   metrics: list | None = None) -> dict:
-    "Corpus scores as fractions (BLEU-4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr or `metrics`), with `aacnb.metrics.evaluate`."
-    if full:
-        try:
-            from aacnb.metrics import evaluate
-        except ImportError:
-            evaluate = None
-        if evaluate is not None:
-            corpus, _ = evaluate(predictions, references) if metrics is None else evaluate(predictions, references, metrics)
-            return {k: (None if v is None else float(v)) for k, v in corpus.items()}
-    from aacnb.cider import CiderD
-    from aacnb.text import tokenize  # lower case, no punctuation: what the PTB tokenizer does before CIDEr-D
-    return {"cider_d": float(CiderD(tokenize=tokenize).compute(predictions, references)[0])}  # the fast CIDEr-D alone
-
-# %% ../nbs/40_study.ipynb #e7e7d2a1
+# %% ../nbs/40_study.ipynb #e21d5c7e
 def _fmt(v, nd=1):
     if v is None or (isinstance(v, float) and v != v): return "n/a"
     return f"{v:.{nd}f}" if isinstance(v, (int, float)) else str(v)
@@ -1154,7 +1019,7 @@ def table4(p: Profile) -> list[dict]:
         add(f"ensemble {e.name}", e.paper, _result(p, f"ret_ens_{e.name}"), " + ".join(e.members))
     return rows
 
-# %% ../nbs/40_study.ipynb #ad0a0a18
+# %% ../nbs/40_study.ipynb #0c39954e
 _T3_SHORT = dict(bleu_4="B@4", rouge_l="R", meteor="M", cider_d="C", spice="S", spider="SD")
 TABLE_TITLES = {1: "Table 1: captioning models, parameters (M)", 2: "Table 2: retrieval models, parameters (M)",
                 3: "Table 3: captioning scores after XE and after SCST (ours / paper)",
@@ -1211,7 +1076,7 @@ def write_tables(profile: Profile | str, tables: Iterable[int] = (1, 2, 3, 4)) -
         res[n] = rows
     return res
 
-# %% ../nbs/40_study.ipynb #8ded1cd4
+# %% ../nbs/40_study.ipynb #ad0a0a18
 def _log_frame(p: Profile, runs: list[tuple[str, list[str]]]):
     "Training-loss rows of each (label, [run, run, ...]); later runs continue the step axis (pre-train -> fine-tune)."
     import pandas as pd
@@ -1291,7 +1156,7 @@ def make_figures(profile: Profile | str, tables: dict | None = None) -> dict[int
     paths[4] = _save_fig(fig, out / "table4.png")
     return paths
 
-# %% ../nbs/40_study.ipynb #3938c99e
+# %% ../nbs/40_study.ipynb #2c1a6a7a
 def write_report(profile: Profile | str) -> Path:
     "Execute the report notebook into `reports/<profile>/report.ipynb` and export `report.html`; return the HTML path."
     import papermill as pm, nbformat
@@ -1333,7 +1198,7 @@ def results_markdown(profile: Profile | str = "tiny") -> str:
     parts = [(out / f"table{n}.md").read_text(encoding="utf-8") for n in (1, 2, 3, 4) if (out / f"table{n}.md").exists()]
     return "\n".join(parts)
 
-# %% ../nbs/40_study.ipynb #cf4f2f9a
+# %% ../nbs/40_study.ipynb #3d1565ac
 def cli_reproduce(argv: list[str] | None = None) -> int:
     "`aacnb reproduce --profile tiny|paper|PATH [--smoke] [--table N] [--force] [--dry-run] [--nproc N]`"
     ap = argparse.ArgumentParser(prog="aacnb reproduce", description="Run the study for a profile and write "
@@ -1384,7 +1249,7 @@ def _nproc_problem(nproc: int, device: str) -> str:
         return f"--nproc {nproc} needs {nproc} GPUs for device {device!r}; this machine shows {torch.cuda.device_count()}"
     return ""
 
-# %% ../nbs/40_study.ipynb #cebb45d1
+# %% ../nbs/40_study.ipynb #16b34bc4
 class PeakRSS:
     "Context manager: the largest total resident memory (MB) of the processes this one starts meanwhile, every `interval` s."
     def __init__(self, interval: float = 0.25):
@@ -1414,7 +1279,7 @@ class PeakRSS:
         self._stop.set(); self._thread.join()
         return False
 
-# %% ../nbs/40_study.ipynb #8dbd4dc1
+# %% ../nbs/40_study.ipynb #c244b739
 _STAGES = {("retrieval.ipynb", "pretrain"): "retrieval pre-train", ("retrieval.ipynb", "finetune"): "retrieval fine-tune",
            ("retrieval.ipynb", "feature_extractor"): "feature extractor", ("captioning.ipynb", "xe"): "captioner XE",
            ("captioning.ipynb", "scst"): "captioner SCST", ("make_corpus.ipynb", None): "corpus",
@@ -1462,14 +1327,14 @@ def write_resources(profile: Profile | str, res: dict | None = None) -> Path:
         f.write(md)
     return out / "resources.md"
 
-# %% ../nbs/40_study.ipynb #d572d486
+# %% ../nbs/40_study.ipynb #39f62d28
 SMOKE_CORPUS = dict(n_clips=20, n_audiocaps=10, n_macs=4, clip_seconds=[3.0, 3.0])
 SMOKE_METRICS = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d"]  # no JVM-heavy METEOR / SPICE
 
 def _smoke_system(s: dict, what: str) -> dict:
     "A retrieval system (or the feature extractor) as it can run here: pretrained parts only where present."
     from aacnb.text_encoders import TEXT_ENCODERS, load_tokenizer
-    have = {k: s["pretrained"] in (True, k) and _weights_status(s[k], k)[0] for k in ("audio", "text")}
+    have = {k: s["pretrained"] in (True, k) and weights_status(s[k], k)[0] for k in ("audio", "text")}
     s = dict(s, pretrained={(True, True): True, (True, False): "audio", (False, True): "text"}.get(
         (have["audio"], have["text"]), False))
     absent = [s[k] for k in ("audio", "text") if not have[k]]

@@ -14,9 +14,16 @@ from typing import Any, Callable
 
 import torch
 
-from . import study
-from .core import load_json, save_json, seed_everything
+from .captioning import build_captioner, encode_captions
+from .core import load_json, save_json, seed_everything, set_threads
+from .datasets import AudioCaptionDataset, clotho_splits, collate_audio, read_records, train_subset
+from .decoding import caption_eval
 from .distributed import run_command, torchrun_command
+from .features import FeatureCache
+from .retrieval import build_biencoder, retrieval_eval
+from .scst import SCSTCaptioner
+from .study import selected_checkpoint
+from .text import Vocabulary
 from .training import TrainConfig, TrainResult, build_from_checkpoint, fit, load_checkpoint
 
 # %% auto #0
@@ -42,30 +49,26 @@ def retrieval_job(data_root: str, train_sets: str, resplit_seed: int = 0, max_se
                   train_items: int | None = None) -> Job:
     "A bi-encoder, its training pairs and its validation (mAP@10 on `val_set`); extras: records, build kwargs."
     args = dict(locals())
-    from aacnb.datasets import AudioCaptionDataset, collate_audio
-    from aacnb.retrieval import build_biencoder
     sets = train_sets.split(",")
     val_set = "clotho" if "clotho" in sets else sets[0]
-    train_records = study.read_records(data_root, train_sets, "train", resplit_seed)
-    val_records = study.read_records(data_root, val_set, "val", resplit_seed)
-    test_records = study.read_records(data_root, "clotho", "test", resplit_seed)
+    train_records = read_records(data_root, train_sets, "train", resplit_seed)
+    val_records = read_records(data_root, val_set, "val", resplit_seed)
+    test_records = read_records(data_root, "clotho", "test", resplit_seed)
     train_ds = AudioCaptionDataset(train_records, mode="pairs", max_seconds=train_crop_seconds or max_seconds,
                                    crop="random" if train_crop_seconds else "start")
-    train_ds = study.train_subset(train_ds, train_items, seed)     # all of it unless train_items (the smoke run)
+    train_ds = train_subset(train_ds, train_items, seed)     # all of it unless train_items (the smoke run)
     seed_everything(seed)
     build_kwargs = dict(audio=audio, text=text, pretrained=pretrained, embed_dim=embed_dim, **(overrides or {}))
     model = build_biencoder(**build_kwargs)    # it records how to rebuild it: model.model_config
     if freeze_text:
         model.freeze_text()  # train the text projection only; each caption goes through the encoder once
-    val_fn = lambda m: study.retrieval_eval(m, val_records, eval_batch_size, max_seconds, device)["t2a"]
+    val_fn = lambda m: retrieval_eval(m, val_records, eval_batch_size, max_seconds, device)["t2a"]
     return Job("retrieval", args, model, train_ds, val_fn, collate_audio,
                dict(val_set=val_set, val_records=val_records, test_records=test_records, build_kwargs=build_kwargs))
 
 # %% ../nbs/42_train_run.ipynb #34f0c4df
 def xe_collate(vocab, max_len: int) -> Callable:
     "Collate (clip, caption) pairs with the captions as tokens, cut to `max_len` words (+ <bos>, <eos>) as the authors'."
-    from aacnb.captioning import encode_captions
-    from aacnb.datasets import collate_audio
     return lambda items: {**collate_audio(items),
                           "tokens": encode_captions([it["caption"] for it in items], vocab, max_len + 2)}
 
@@ -75,23 +78,18 @@ def captioning_job(stage: str, data_root: str, features: str, vocab_path: str, r
                    train_items: int | None = None) -> Job:
     "A captioner (XE) or its SCST wrapper, its training items and its validation; extras: model, splits, cache, vocab."
     args = dict(locals())
-    from aacnb.captioning import build_captioner
-    from aacnb.datasets import AudioCaptionDataset, collate_audio
-    from aacnb.features import FeatureCache
-    from aacnb.scst import SCSTCaptioner
-    from aacnb.text import Vocabulary
     if stage not in ("xe", "scst"):
         raise ValueError(f"stage must be 'xe' or 'scst', got {stage!r}")
-    splits = study.read_records_splits(data_root, resplit_seed)
+    splits = clotho_splits(data_root, resplit_seed)
     cache = FeatureCache(Path(features) / "features.h5")
     vocab = Vocabulary.load(vocab_path)
     seed_everything(seed)
     if stage == "xe":
         model = build_captioner(**(build_kwargs or {}))
     else:   # SCST starts from the XE run's selected weights (the authors: its SWA average)
-        model = build_from_checkpoint(study.selected_checkpoint(init_from)).train()
-    val_fn = lambda m: study.caption_eval(getattr(m, "captioner", m), splits["val"], cache, vocab, beam_size=1,
-                                          max_len=max_len, device=device, full=False)[0]
+        model = build_from_checkpoint(selected_checkpoint(init_from)).train()
+    val_fn = lambda m: caption_eval(getattr(m, "captioner", m), splits["val"], cache, vocab, beam_size=1,
+                                    max_len=max_len, device=device, full=False)[0]
     if stage == "xe":
         trainee, collate = model, xe_collate(vocab, max_len)
         ds = AudioCaptionDataset(splits["train"], mode="pairs", features=cache)
@@ -99,7 +97,7 @@ def captioning_job(stage: str, data_root: str, features: str, vocab_path: str, r
         corpus = [r.captions for r in splits["train"]] if scst_reward_idf == "corpus" else None
         trainee, collate = SCSTCaptioner(model, vocab, references_corpus=corpus, max_len=max_len), collate_audio
         ds = AudioCaptionDataset(splits["train"], mode=scst_items, features=cache)
-    ds = study.train_subset(ds, train_items, seed)                 # all of it unless train_items (the smoke run)
+    ds = train_subset(ds, train_items, seed)                       # all of it unless train_items (the smoke run)
     return Job("captioning", args, trainee, ds, val_fn, collate, dict(model=model, splits=splits, cache=cache, vocab=vocab))
 
 RECIPES: dict[str, Callable[..., Job]] = {"retrieval": retrieval_job, "captioning": captioning_job}
@@ -141,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_json(argv[0])
     if spec.get("recipe") not in RECIPES:
         raise ValueError(f"{argv[0]}: recipe {spec.get('recipe')!r} is not one of {sorted(RECIPES)}")
-    study.set_threads(spec.get("threads", 0))
+    set_threads(spec.get("threads", 0))
     job = RECIPES[spec["recipe"]](**spec["args"])
     fit(job.model, job.data, TrainConfig.from_dict(spec["config"]), spec["out_dir"], val_fn=job.val_fn,
         collate_fn=job.collate_fn, init_from=spec.get("init_from"), model_config=spec.get("model_config"))

@@ -265,7 +265,7 @@ def test_smoke_run_end_to_end_then_rerun_skips(tmp_path, capsys):
     assert (runs / "cap_transformer2_s0_xe" / "log.csv").exists()
 
     # the paper's recipe: the SWA average is tested and passed on; an SCST epoch visits (clip, caption) pairs
-    n_pairs = sum(len(r.captions) for r in study.read_records_splits(tmp_path / "corpus")["train"])
+    n_pairs = sum(len(r.captions) for r in study.clotho_splits(tmp_path / "corpus")["train"])
     for stage in ("xe", "scst"):
         res_ = study.load_run_result(runs / f"cap_transformer2_s0_{stage}")
         assert res_["selected"] == "swa" and study.selected_checkpoint(runs / f"cap_transformer2_s0_{stage}").name == "swa.pt"
