@@ -55,7 +55,7 @@ def _retrieval_cases(tiny: bool):
     "(stage, label, build kwargs) of every bi-encoder the paper profile trains."
     if tiny:
         return [("retrieval", "cnn14-tiny + bert-tiny", dict(audio="cnn14-tiny", text="bert-tiny", embed_dim=32))]
-    from aacnb.study import load_profile
+    from aacnb.profile import load_profile
     p = load_profile("paper")
     out = []
     for s in p.retrieval.systems:
@@ -69,7 +69,7 @@ def _captioner_cases(tiny: bool):
     if tiny:
         return [("captioning XE", "Transformer (tiny)", dict(decoder="transformer", num_layers=2, **TINY_CAPTIONER)),
                 ("captioning XE", "GRU (tiny)", dict(decoder="gru", num_layers=1, **TINY_CAPTIONER))]
-    from aacnb.study import PAPER_CAPTIONER_CONFIGS
+    from aacnb.paper import PAPER_CAPTIONER_CONFIGS
     return [("captioning XE", label, dict(decoder=dec, num_layers=n)) for label, dec, n in PAPER_CAPTIONER_CONFIGS]
 
 

@@ -2,7 +2,7 @@
 
 The paper's architectures at full size (CNN14, Wavegram-Logmel-CNN14, AST at stride 16, BERT-base, BERT-medium,
 RoBERTa-base, the captioners with a 4,368-entry vocabulary), its hyper-parameters, every run of the study and every
-table, on a handful of synthetic clips and one or two optimiser steps a run (`aacnb.study.smoke_profile`). It fails
+table, on a handful of synthetic clips and one or two optimiser steps a run (`aacnb.profile.smoke_profile`). It fails
 on the shape, dtype, config, disk and memory errors that the GPU run would hit after hours. About 10-15 minutes on
 2 cores; deselect with `-m "not paper_smoke"` (it is also `slow`, so `make test-fast` skips it; `make test` runs it).
 """

@@ -14,7 +14,7 @@ import papermill as pm
 import pytest
 import yaml
 
-from aacnb import study
+from aacnb import runs, study
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "nbs" / "experiments"
@@ -203,7 +203,7 @@ def test_a_failed_run_names_its_notebook_and_cell_and_leaves_no_marker(tmp_path,
     _notebook(exp / "boom.ipynb", ["y = x + 1", "raise ValueError(f'bad value {y}')"])
     _notebook(exp / "fine.ipynb", ["from aacnb import study",
                                    "study.save_run_result(out_dir, 'toy', {'x': x}, run_name=run_name)"])
-    monkeypatch.setattr(study, "experiments_dir", lambda: exp)
+    monkeypatch.setattr(runs, "experiments_dir", lambda: exp)  # where execute_run looks them up
     root = tmp_path / "runs"
     ok = study.Run("fine", "fine.ipynb", {"x": 3})
     study.execute_run(ok, root)
@@ -330,7 +330,7 @@ def test_fast_cider_d_tokenizes_references_like_the_full_evaluation():
 
 
 def test_committed_fidelity_table_is_current():
-    # reports/paper/README.md is generated from the profile and aacnb.study.FIDELITY: it must not drift
+    # reports/paper/README.md is generated from the profile and aacnb.paper.FIDELITY: it must not drift
     from aacnb.core import project_root
     p = study.load_profile("paper")
     committed = project_root() / "reports" / "paper" / "README.md"
