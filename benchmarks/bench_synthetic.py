@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from aacnb import sounds
 from aacnb import synthetic as S
 
 
@@ -23,7 +24,7 @@ def _sin_tone(f, sr, harmonics, rolloff=1.0):
 def _raw_filter(x, sr, hi):
     X = np.fft.rfft(x)
     f = np.fft.rfftfreq(len(x), 1 / sr)
-    return np.fft.irfft(X * S._band_gain(f, hi=hi), len(x))
+    return np.fft.irfft(X * sounds.band_gain(f, hi=hi), len(x))
 
 
 def _best(fn, repeats=3):
@@ -50,14 +51,14 @@ def main(argv=None):
           f"= {secs / el:.0f}x real time, {1000 * el / a.clips:.0f} ms per clip")
 
     f = np.full(6 * sr, 60.0) * (1 + 0.03 * np.sin(np.arange(6 * sr) / sr))
-    tw, ts = _best(lambda: S._tone(f, sr, 30, 0.9)), _best(lambda: _sin_tone(f, sr, 30, 0.9))
+    tw, ts = _best(lambda: sounds.tone(f, sr, 30, 0.9)), _best(lambda: _sin_tone(f, sr, 30, 0.9))
     print(f"30-harmonic engine tone, 6 s: wavetable {1000 * tw:.1f} ms vs per-harmonic sin {1000 * ts:.1f} ms "
           f"({ts / tw:.1f}x)")
 
     n_prime = 191_977   # slot lengths are arbitrary; at a prime length pocketfft falls back to Bluestein
     y = np.random.default_rng(0).standard_normal(n_prime)
-    tf, tr = _best(lambda: S._filter(y, sr, hi=2000.0)), _best(lambda: _raw_filter(y, sr, 2000.0))
-    print(f"low-pass of a {n_prime}-sample slot (prime length): padded to {S._fast_len(n_prime)} {1000 * tf:.1f} ms "
+    tf, tr = _best(lambda: sounds.band_filter(y, sr, hi=2000.0)), _best(lambda: _raw_filter(y, sr, 2000.0))
+    print(f"low-pass of a {n_prime}-sample slot (prime length): padded to {sounds.fast_len(n_prime)} {1000 * tf:.1f} ms "
           f"vs raw length {1000 * tr:.1f} ms ({tr / tf:.1f}x)")
 
     if a.corpus:

@@ -1,4 +1,4 @@
-"Tests of the embedded sound-scene corpus (aacnb.synthetic): determinism, formats, caption truth, audio truth."
+"Tests of the embedded sound-scene corpus (aacnb.sounds, .scenes, .scene_captions, .synthetic): determinism, formats, caption truth, audio truth."
 import csv
 import hashlib
 import re
@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 import yaml
 
+from aacnb import scene_captions, scenes, sounds
 from aacnb import synthetic as S
 
 SMALL = dict(n_clips=9, n_audiocaps=6, n_macs=3, clip_seconds=(3.0, 4.0), progress=False, num_workers=1)
@@ -20,7 +21,7 @@ def corpus(tmp_path_factory):
 
 
 def _digest(root: Path) -> dict:
-    skip = {S.MARKER, S._OWNER}  # the marker carries timing and provenance
+    skip = {S.MARKER, S.OWNER_FILE}  # the marker carries timing and provenance
     return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip
             and not p.name.startswith("resplit_")}  # aacnb.datasets' manifest, written by a reader
@@ -142,9 +143,9 @@ def _scenes(n=400):
     for i in range(n):
         ss = np.random.SeedSequence([7, i])
         r1, r2 = (np.random.default_rng(s) for s in ss.spawn(2))
-        sc = S.sample_scene(r1, float(r1.uniform(5, 8)), kinds=S.URBAN if i % 4 == 0 else None,
+        sc = scenes.sample_scene(r1, float(r1.uniform(5, 8)), kinds=sounds.URBAN if i % 4 == 0 else None,
                             p_background=0.9 if i % 4 == 0 else 0.5)
-        yield sc, S.caption_scene(sc, r2)
+        yield sc, scene_captions.caption_scene(sc, r2)
 
 
 def test_captions_name_every_event_and_only_what_is_there():
@@ -159,7 +160,7 @@ def test_captions_name_every_event_and_only_what_is_there():
             w = _words(c)
             vocab |= set(w.split())
             for e in evs:
-                assert S.mentions(c, e["type"]), (c, e["type"])
+                assert scene_captions.mentions(c, e["type"]), (c, e["type"])
             if sc["relation"] != "then":
                 assert not re.search(THEN_RE, w), (c, sc)
             if sc["relation"] != "while":
@@ -195,10 +196,10 @@ def _scene(*events, relation=None, duration=6.0):
 def _ev(kind, **kw):
     base = {"type": kind, "role": "fg", "level": "normal", "distance": "neutral", "plural": False, "voice": None,
             "start": 0.5, "end": 5.5}
-    if kind in S.DISCRETE:
+    if kind in sounds.DISCRETE:
         base.update(count=3, interval=0.5, unit=0.3)
     base.update(kw)
-    base["gain_db"] = S.LEVEL_DB[base["level"]] + S.DISTANCE_DB[base["distance"]]
+    base["gain_db"] = scenes.LEVEL_DB[base["level"]] + scenes.DISTANCE_DB[base["distance"]]
     return base
 
 
@@ -210,17 +211,17 @@ def _centroid(x, sr=32000):
 
 def test_audio_levels_distance_order():
     rng = np.random.default_rng
-    loud = S.render_scene(_scene(_ev("siren", level="loud")), rng(0))
-    quiet = S.render_scene(_scene(_ev("siren", level="quiet")), rng(0))
-    db = 20 * np.log10(S._frame_rms_max(loud.astype(float), 32000) / S._frame_rms_max(quiet.astype(float), 32000))
+    loud = scenes.render_scene(_scene(_ev("siren", level="loud")), rng(0))
+    quiet = scenes.render_scene(_scene(_ev("siren", level="quiet")), rng(0))
+    db = 20 * np.log10(sounds.frame_rms_max(loud.astype(float), 32000) / sounds.frame_rms_max(quiet.astype(float), 32000))
     assert db > 12, db
-    near = S.render_scene(_scene(_ev("rain", distance="near")), rng(1))
-    far = S.render_scene(_scene(_ev("rain", distance="far")), rng(1))
+    near = scenes.render_scene(_scene(_ev("rain", distance="near")), rng(1))
+    far = scenes.render_scene(_scene(_ev("rain", distance="far")), rng(1))
     assert _centroid(far) < 0.6 * _centroid(near)                       # far is duller
-    assert S._frame_rms_max(far.astype(float), 32000) < S._frame_rms_max(near.astype(float), 32000)
+    assert sounds.frame_rms_max(far.astype(float), 32000) < sounds.frame_rms_max(near.astype(float), 32000)
     # "then": nothing of A after its slot, nothing of B before its slot
     sc = _scene(_ev("bell", start=0.2, end=2.5, count=2, interval=0.8), _ev("dog", start=3.0, end=5.0), relation="then")
-    mix, (a, b) = S.render_scene(sc, rng(2), return_stems=True)
+    mix, (a, b) = scenes.render_scene(sc, rng(2), return_stems=True)
     assert np.abs(a[int(2.5 * 32000) + 1:]).max() == 0 and np.abs(b[: int(3.0 * 32000)]).max() == 0
     assert np.abs(a).max() > 0.01 and np.abs(b).max() > 0.01
 
@@ -229,7 +230,7 @@ def test_discrete_counts_are_heard():
     "A dog that barks twice has two bursts of energy; three times, three."
     for count in (1, 2, 3):
         sc = _scene(_ev("dog", count=count, interval=0.6, distance="near", start=0.5, end=0.5 + 0.6 * count + 0.3))
-        x = S.render_scene(sc, np.random.default_rng(count)).astype(float)
+        x = scenes.render_scene(sc, np.random.default_rng(count)).astype(float)
         m = 320
         env = np.sqrt((x[: len(x) // m * m].reshape(-1, m) ** 2).mean(1))
         active = env > 0.1 * env.max()
