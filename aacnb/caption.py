@@ -24,7 +24,7 @@ __all__ = ['find_vocab', 'load_extractor', 'load_captioner', 'ExtractorWarning',
 
 # %% ../nbs/51_caption.ipynb #e2448b39
 def _model_config(path: Path) -> dict:
-    from aacnb.training import load_checkpoint
+    from aacnb.checkpoints import load_checkpoint
     return load_checkpoint(path).get("model_config") or {}
 
 def find_vocab(checkpoint: str | os.PathLike, vocab: str | os.PathLike | None = None):
@@ -45,7 +45,7 @@ def find_vocab(checkpoint: str | os.PathLike, vocab: str | os.PathLike | None = 
 def load_extractor(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     "The frozen audio encoder of a retrieval checkpoint (or a checkpoint of a bare audio encoder), in eval mode."
     from aacnb.encoders import AUDIO_ENCODERS
-    from aacnb.training import build_from_checkpoint
+    from aacnb.checkpoints import build_from_checkpoint
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"feature extractor checkpoint {path} not found"
@@ -65,7 +65,7 @@ def load_extractor(path: str | os.PathLike, device: str | torch.device = "cpu") 
 def load_captioner(path: str | os.PathLike, device: str | torch.device = "cpu"):
     "A `Captioner` rebuilt from a training checkpoint (XE or SCST), in eval mode."
     from aacnb.captioning import Captioner
-    from aacnb.training import build_from_checkpoint
+    from aacnb.checkpoints import build_from_checkpoint
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"captioner checkpoint {path} not found (a best.pt or last.pt of a captioning run)")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .core import atomic_write, markdown_table, reports_root
-from .training import TrainConfig
+from .train_config import TrainConfig
 
 if TYPE_CHECKING:
     from aacnb.profile import Profile

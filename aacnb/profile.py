@@ -20,7 +20,7 @@ from .metrics import METRIC_NAMES
 from .paper import PAPER_TABLES
 from .retrieval import weights_status
 from .text_encoders import TEXT_ENCODERS, load_tokenizer
-from .training import TrainConfig
+from .train_config import TrainConfig
 
 # %% auto #0
 __all__ = ['PROFILE_AUDIO_ENCODERS', 'DECODERS', 'SMOKE_CORPUS', 'SMOKE_METRICS', 'ProfileError', 'DataSpec', 'RetrievalSystem',

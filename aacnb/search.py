@@ -54,7 +54,7 @@ class AudioSearcher:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kw) -> "AudioSearcher":
-        from aacnb.training import build_from_checkpoint
+        from aacnb.checkpoints import build_from_checkpoint
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model checkpoint {path} not found (a best.pt or last.pt written by training "

@@ -24,7 +24,9 @@ from .retrieval import build_biencoder, retrieval_eval
 from .scst import SCSTCaptioner
 from .runs import selected_checkpoint
 from .text import Vocabulary
-from .training import TrainConfig, TrainResult, build_from_checkpoint, fit, load_checkpoint
+from .checkpoints import build_from_checkpoint, load_checkpoint
+from .train_config import TrainConfig
+from .training import TrainResult, fit
 
 # %% auto #0
 __all__ = ['RECIPES', 'Job', 'retrieval_job', 'xe_collate', 'captioning_job', 'train', 'read_result', 'main']

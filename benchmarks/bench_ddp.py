@@ -91,7 +91,8 @@ def _job(spec):
 
 def worker(spec_path: str) -> None:
     "What each process runs: `fit` for one epoch, timing its optimiser steps; rank 0 writes the times."
-    from aacnb.training import TrainConfig, fit
+    from aacnb.train_config import TrainConfig
+    from aacnb.training import fit
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
     model, data, collate = _job(spec)

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aacnb.training import TrainConfig, fit
+from aacnb.train_config import TrainConfig
+from aacnb.training import fit
 
 
 class Data(torch.utils.data.Dataset):

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aacnb.training import TrainConfig, fit  # noqa: E402
+from aacnb.train_config import TrainConfig  # noqa: E402
+from aacnb.training import fit  # noqa: E402
 
 # --- InfoNCE over the gathered batch ------------------------------------------------------------------------
 

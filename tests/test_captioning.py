@@ -216,7 +216,9 @@ def test_collator_and_encode_captions():
 
 
 def test_fit_trains_a_captioner_and_the_checkpoint_rebuilds(tmp_path):
-    from aacnb.training import TrainConfig, build_from_checkpoint, fit
+    from aacnb.checkpoints import build_from_checkpoint
+    from aacnb.train_config import TrainConfig
+    from aacnb.training import fit
     from aacnb.text import Vocabulary
     torch.manual_seed(0)
     caps = ["a dog barks", "rain falls", "a car passes", "birds sing"]

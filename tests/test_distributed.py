@@ -22,7 +22,7 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 import ddp_worker as w  # noqa: E402
 
-from aacnb.training import load_checkpoint  # noqa: E402
+from aacnb.checkpoints import load_checkpoint  # noqa: E402
 
 pytestmark = [pytest.mark.slow,  # each torchrun start costs ~10 s on 2 cores: two processes import torch
               pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs gloo")]
@@ -138,7 +138,7 @@ def test_a_study_training_run_on_two_processes(tmp_path, one_torch_thread):
     "train_run: a retrieval job's parameters go to torchrun as a spec, each process rebuilds the job, fit on 2."
     from aacnb import train_run
     from aacnb.synthetic import make_corpus
-    from aacnb.training import TrainConfig
+    from aacnb.train_config import TrainConfig
     root = make_corpus(tmp_path / "corpus", n_clips=12, n_audiocaps=0, n_macs=0, clip_seconds=(3.0, 3.0),
                        num_workers=1, progress=False)
     job = train_run.retrieval_job(str(root), "clotho", audio="cnn14-tiny", text="bert-tiny", embed_dim=16,

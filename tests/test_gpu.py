@@ -9,7 +9,9 @@ import torch
 
 from aacnb.captioning import build_captioner
 from aacnb.decoding import beam_search, beam_search_reference, greedy_decode
-from aacnb.training import TrainConfig, fit, load_checkpoint
+from aacnb.checkpoints import load_checkpoint
+from aacnb.train_config import TrainConfig
+from aacnb.training import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -22,7 +22,7 @@ import yaml
 
 from aacnb import study
 from aacnb.core import save_torch
-from aacnb.training import build_from_checkpoint
+from aacnb.checkpoints import build_from_checkpoint
 
 
 # -- 1. checkpoints do not choose code ------------------------------------------------------------------------

@@ -248,7 +248,9 @@ def test_default_pair_forward_and_model_config():
 
 def test_fit_checkpoint_rebuilds_model(tmp_path):
     "Train through aacnb.training.fit with model_config, rebuild from best.pt: the same embeddings."
-    from aacnb.training import TrainConfig, build_from_checkpoint, fit
+    from aacnb.checkpoints import build_from_checkpoint
+    from aacnb.train_config import TrainConfig
+    from aacnb.training import fit
 
     batch = _toy_batch(6)
     items = [{"audio": batch["audio"][i], "caption": batch["caption"][i], "index": i} for i in range(6)]

@@ -97,7 +97,9 @@ def test_advantage_sign_and_masking():
 
 
 def test_scst_through_fit_writes_captioner_checkpoints(tmp_path):
-    from aacnb.training import TrainConfig, build_from_checkpoint, fit
+    from aacnb.checkpoints import build_from_checkpoint
+    from aacnb.train_config import TrainConfig
+    from aacnb.training import fit
     feats, lens, refs = tiny_problem()
     vocab = Vocabulary.build([r for rs in refs for r in rs])
     items = [{"audio_id": str(i), "features": feats[i], "captions": refs[i]} for i in range(len(refs))]

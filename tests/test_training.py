@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from aacnb.checkpoints import build_from_checkpoint, load_checkpoint
 from aacnb.core import ConfigError
-from aacnb.training import (TrainConfig, build_from_checkpoint, fit, load_checkpoint, make_scheduler,
-                            warmup_steps_for)
+from aacnb.train_config import TrainConfig, make_scheduler, warmup_steps_for
+from aacnb.training import fit
 
 TESTS = Path(__file__).parent
 
@@ -326,9 +327,9 @@ def test_build_from_checkpoint(tmp_path, monkeypatch):
     # a builder the package does not know is refused until the caller registers it (the file cannot choose code)
     with pytest.raises(ValueError, match="'mybuilder:build' is not a registered model builder"):
         build_from_checkpoint(r.last_path)
-    import aacnb.training
-    monkeypatch.setitem(aacnb.training.BUILDERS, "mybuilder:build", None)  # undone after the test
-    aacnb.training.register_builder("mybuilder:build", mybuilder.build)
+    import aacnb.checkpoints
+    monkeypatch.setitem(aacnb.checkpoints.BUILDERS, "mybuilder:build", None)  # undone after the test
+    aacnb.checkpoints.register_builder("mybuilder:build", mybuilder.build)
     for path in (r.last_path, r.best_path):
         rebuilt = build_from_checkpoint(path)
         assert not rebuilt.training
