@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Sequence
 
 import torch
@@ -14,12 +13,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .caption_decoders import GRUDecoder, TransformerDecoder
 from .core import Config
 
 # %% auto #0
-__all__ = ['CaptionConfig', 'length_mask', 'masked_mean', 'BiGRUEncoder', 'sinusoid_table', 'MultiHeadAttention',
-           'TransformerDecoderLayer', 'hypotheses_per_clip', 'hypothesis_rows', 'TransformerDecoder', 'GRUDecoder',
-           'Captioner', 'build_captioner', 'encode_captions', 'CaptionCollator']
+__all__ = ['CaptionConfig', 'length_mask', 'masked_mean', 'BiGRUEncoder', 'Captioner', 'build_captioner', 'encode_captions',
+           'CaptionCollator']
 
 # %% ../nbs/30_captioning.ipynb #f3609334
 @dataclasses.dataclass
@@ -110,237 +109,7 @@ class BiGRUEncoder(nn.Module):
         mask = length_mask(lengths, T).to(features.device)                         # (B, T)
         return {"frames": frames, "clip": masked_mean(frames, mask), "mask": mask}
 
-# %% ../nbs/30_captioning.ipynb #0f9a1b26
-def sinusoid_table(n: int, d: int) -> torch.Tensor:
-    "The Transformer's sinusoidal position table (n, d)."
-    pos = torch.arange(n, dtype=torch.float32)[:, None]
-    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
-    pe = torch.zeros(n, d)
-    pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
-    return pe
-
-class MultiHeadAttention(nn.Module):
-    "Scaled dot-product attention over `nhead` heads with separate q/k/v/out projections."
-    def __init__(self, d_model: int, nhead: int, dropout: float):
-        super().__init__()
-        self.nhead, self.dropout = nhead, dropout
-        self.q, self.k, self.v, self.out = (nn.Linear(d_model, d_model) for _ in range(4))
-
-    def split(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, C = x.shape
-        return x.view(B, L, self.nhead, C // self.nhead).transpose(1, 2)        # (B, h, L, C/h)
-
-    def attend(self, q, k, v, mask=None, is_causal=False, fused=True) -> torch.Tensor:
-        "q (B, L, C) projected inside; k, v already split (B, h, S, C/h); mask (B|1, 1, L|1, S) bool True=attend."
-        q, p = self.split(self.q(q)), (self.dropout if self.training else 0.0)
-        if fused or is_causal:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=p)
-        else:   # decoding (a few queries per clip): two matmuls cost less than the fused kernel's set-up on a CPU
-            w = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-            if mask is not None:
-                w = w.masked_fill(~mask, float("-inf"))
-            w = w.softmax(-1)
-            y = torch.matmul(F.dropout(w, p) if p else w, v)
-        B, h, L, c = y.shape
-        return self.out(y.transpose(1, 2).reshape(B, L, h * c))                  # (B, L, C)
-
-class TransformerDecoderLayer(nn.Module):
-    "Post-norm decoder layer: causal self-attention, cross-attention over the audio frames, feed-forward."
-    def __init__(self, c: CaptionConfig):
-        super().__init__()
-        self.self_attn = MultiHeadAttention(c.d_model, c.nhead, c.dropout)
-        self.cross_attn = MultiHeadAttention(c.d_model, c.nhead, c.dropout)
-        self.linear1, self.linear2 = nn.Linear(c.d_model, c.dim_feedforward), nn.Linear(c.dim_feedforward, c.d_model)
-        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(c.d_model) for _ in range(3))
-        self.drop = nn.Dropout(c.dropout)
-
-    def memory_kv(self, memory: torch.Tensor):
-        "Cross-attention keys and values (B, h, T, C/h), made contiguous once so no decoding step copies them."
-        a = self.cross_attn
-        return a.split(a.k(memory)).contiguous(), a.split(a.v(memory)).contiguous()
-
-    def forward(self, x, mem_kv, mem_mask, is_causal=True):
-        "All positions at once: x (N, L, C), N = B*G rows, G consecutive rows per clip of the audio's B (G = 1 in training)."
-        sa = self.self_attn
-        h = sa.attend(x, sa.split(sa.k(x)), sa.split(sa.v(x)), is_causal=is_causal)
-        return self._cross_and_feed_forward(self.norm1(x + self.drop(h)), mem_kv, mem_mask, fused=True)
-
-    def step(self, x, mem_kv, mem_mask, store, n, seen):
-        """One new position per hypothesis: x (B*G, 1, C). `store`: this layer's keys and values (B, h, >= n, C/h)
-        of the n positions decoded so far per clip (None at first); `seen` (B, 1, G, n+G) or None: which of them
-        each hypothesis may attend to. -> (x, store with the G new positions written after the n)."""
-        sa, B, C = self.self_attn, mem_kv[0].shape[0], x.shape[-1]
-        new = [sa.split(proj(x).view(B, -1, C)) for proj in (sa.k, sa.v)]        # 2 x (B, h, G, C/h)
-        store = [_append(old, kv, n) for old, kv in zip(store or (None, None), new)]
-        m = n + new[0].shape[2]
-        h = sa.attend(x.view(B, -1, C), store[0][:, :, :m], store[1][:, :, :m], mask=seen, fused=False)
-        return self._cross_and_feed_forward(self.norm1(x + self.drop(h.view_as(x))), mem_kv, mem_mask, fused=False), store
-
-    def _cross_and_feed_forward(self, x, mem_kv, mem_mask, fused):
-        # the G hypotheses of a clip query its frames together: (N, L, C) -> (B, G*L, C); no copy of the audio
-        q = x.reshape(mem_kv[0].shape[0], -1, x.shape[-1])
-        x = self.norm2(x + self.drop(self.cross_attn.attend(q, *mem_kv, mask=mem_mask, fused=fused).view_as(x)))
-        return self.norm3(x + self.drop(self.linear2(self.drop(F.relu(self.linear1(x))))))
-
-def hypotheses_per_clip(N: int, B: int) -> int:
-    "Decoding state holds N hypotheses about B clips, G = N / B consecutive rows per clip."
-    if N % B:
-        raise ValueError(f"{N} hypotheses for {B} clips: each clip needs the same number, in consecutive rows")
-    return N // B
-
-def hypothesis_rows(clips: torch.Tensor, G: int) -> torch.Tensor:
-    "The rows of clips `clips` among B*G hypotheses, G consecutive rows per clip."
-    return (clips[:, None] * G + torch.arange(G, device=clips.device)).view(-1)
-
-def _append(store: torch.Tensor | None, new: torch.Tensor, n: int) -> torch.Tensor:
-    "`store` (B, h, capacity, c) with `new` (B, h, G, c) at positions n..n+G: written in place unless autograd records."
-    G = new.shape[2]
-    if torch.is_grad_enabled():                           # a graph may hold the old store: build a new one
-        return new if store is None else torch.cat([store[:, :, :n], new], 2)
-    if store is None or store.shape[2] < n + G:           # grow by doubling: O(1) amortised copies per step
-        grown = new.new_empty(*new.shape[:2], max(2 * n, n + G, 8 * G), new.shape[3])
-        if store is not None:
-            grown[:, :, :n] = store[:, :, :n]
-        store = grown
-    store[:, :, n:n + G] = new
-    return store
-
-class TransformerDecoder(nn.Module):
-    "Word embeddings x sqrt(d) + sinusoids -> N decoder layers over projected audio frames -> untied classifier."
-    def __init__(self, c: CaptionConfig):
-        super().__init__()
-        self.config = c
-        self.word_embedding = nn.Embedding(c.vocab_size, c.d_model)
-        self.register_buffer("pe", sinusoid_table(c.max_positions, c.d_model), persistent=False)
-        self.memory_proj = nn.Sequential(nn.Linear(c.memory_dim, c.d_model), nn.ReLU(), nn.Dropout(c.dropout),
-                                         nn.LayerNorm(c.d_model))
-        self.layers = nn.ModuleList(TransformerDecoderLayer(c) for _ in range(c.num_layers))
-        self.classifier = nn.Linear(c.d_model, c.vocab_size)
-        self.drop = nn.Dropout(c.dropout)
-        for p in self.parameters():            # the authors' init: Xavier for every matrix
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-
-    def embed(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
-        L = tokens.shape[1]
-        if start + L > self.pe.shape[0]:
-            raise ValueError(f"token position {start + L} exceeds max_positions={self.pe.shape[0]}; "
-                             "raise CaptionConfig.max_positions or decode shorter captions")
-        x = self.word_embedding(tokens) * math.sqrt(self.config.d_model)
-        return self.drop(x + self.pe[start:start + L])                         # (B, L, C)
-
-    def init_cache(self, memory: dict) -> dict:
-        "Everything that depends on the audio only, computed once per clip (never per hypothesis): cross-attention keys and values."
-        mem = self.memory_proj(memory["frames"])                                # (B, T, C)
-        return {"mem_kv": [layer.memory_kv(mem) for layer in self.layers],
-                # (B, 1, 1, T); None when no clip is padded, which lets attention take its fast path
-                "mem_mask": None if bool(memory["mask"].all()) else memory["mask"][:, None, None, :],
-                # decoding state: per-layer key/value stores, n positions each per clip, who sees which, time step
-                "self_kv": [None] * len(self.layers), "n": 0, "seen": None, "t": 0}
-
-    def forward(self, tokens: torch.Tensor, memory: dict) -> torch.Tensor:
-        "Teacher-forced: tokens (B*G, L) -> logits (B*G, L, V), G rows per clip; position i sees tokens <= i only."
-        cache = self.init_cache(memory)
-        x = self.embed(tokens)
-        for layer, kv in zip(self.layers, cache["mem_kv"]):
-            x = layer(x, kv, cache["mem_mask"])
-        return self.classifier(x)
-
-    def step(self, tokens: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
-        """One position: tokens (B*G,) -> logits (B*G, V), G hypotheses per clip in consecutive rows, and the cache
-        extended by that position. Without autograd the key/value stores are written in place: step a cache once."""
-        B, N, n, seen = cache["mem_kv"][0][0].shape[0], tokens.shape[0], cache["n"], cache["seen"]
-        G = hypotheses_per_clip(N, B)
-        if seen is None and G > 1:          # one hypothesis per clip so far saw everything; rows grow by reorder
-            seen = tokens.new_ones(N, n, dtype=torch.bool)
-        if seen is not None:                # each hypothesis also sees its own new position
-            seen = torch.cat([seen, torch.eye(G, dtype=torch.bool, device=tokens.device).repeat(B, 1)], 1)
-        mask = None if seen is None else seen.view(B, 1, G, n + G)
-        x = self.embed(tokens[:, None], start=cache["t"])                       # (B*G, 1, C)
-        stores = []
-        for layer, mkv, store in zip(self.layers, cache["mem_kv"], cache["self_kv"]):
-            x, store = layer.step(x, mkv, cache["mem_mask"], store, n, mask)
-            stores.append(store)
-        return self.classifier(x[:, 0]), {**cache, "self_kv": stores, "n": n + G, "seen": seen, "t": cache["t"] + 1}
-
-    def reorder_cache(self, cache: dict, index: torch.Tensor) -> dict:
-        """Keep hypotheses `index` (each within its clip): only who-sees-what moves; the stored keys and values
-        stay where they were written (beam search's reorders copy no keys or values)."""
-        seen = cache["seen"]
-        if seen is None:                    # one hypothesis per clip so far: it saw all n positions of its clip
-            seen = torch.ones(cache["mem_kv"][0][0].shape[0], cache["n"], dtype=torch.bool, device=index.device)
-        return {**cache, "seen": seen.index_select(0, index)}
-
-    def keep_clips(self, cache: dict, clips: torch.Tensor) -> dict:
-        "Keep clips `clips` (indices among the B) with their hypotheses; beam search drops the clips it has finished."
-        B, sel = cache["mem_kv"][0][0].shape[0], (lambda x: x.index_select(0, clips))
-        seen = cache["seen"]
-        if seen is not None:
-            seen = seen.index_select(0, hypothesis_rows(clips, seen.shape[0] // B))
-        return {**cache, "mem_kv": [tuple(map(sel, kv)) for kv in cache["mem_kv"]],
-                "mem_mask": None if cache["mem_mask"] is None else sel(cache["mem_mask"]),
-                "self_kv": [None if s is None else list(map(sel, s)) for s in cache["self_kv"]], "seen": seen}
-
-# %% ../nbs/30_captioning.ipynb #59821976
-class GRUDecoder(nn.Module):
-    "Additive attention over the frames + clip vector + word embedding -> GRU cell -> untied classifier."
-    def __init__(self, c: CaptionConfig):
-        super().__init__()
-        self.config = c
-        E, H, M = c.gru_emb_dim, c.gru_hidden, c.memory_dim
-        self.word_embedding = nn.Embedding(c.vocab_size, E)
-        self.h2attn = nn.Linear(H + M, c.attn_size)      # score_j = v . tanh(W [h; e_j] + b)
-        self.v = nn.Parameter(torch.randn(c.attn_size) * 0.1)
-        self.ctx_proj, self.fc_proj = nn.Linear(M, E), nn.Linear(M, E)
-        self.cell = nn.GRUCell(3 * E, H)
-        self.classifier = nn.Linear(H, c.vocab_size)
-        self.drop = nn.Dropout(c.dropout)
-
-    def init_cache(self, memory: dict) -> dict:
-        "The audio side, once per clip; the hidden state (per hypothesis) starts at zero on the first step."
-        H = self.config.gru_hidden
-        frames = memory["frames"]                                               # (B, T, M)
-        W = self.h2attn.weight
-        return {"frames": frames, "mask": memory["mask"],
-                "frame_keys": frames @ W[:, H:].T,                              # (B, T, A): the step-free half
-                "clip": self.fc_proj(memory["clip"]),                           # (B, E)
-                "h": None, "t": 0}
-
-    def step(self, tokens: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
-        "tokens (B*G,) -> logits (B*G, V), G hypotheses per clip in consecutive rows, and the cache with the new hidden state."
-        H, (B, T, M) = self.config.gru_hidden, cache["frames"].shape
-        N, G = tokens.shape[0], hypotheses_per_clip(tokens.shape[0], B)
-        h = cache["h"] if cache["h"] is not None else cache["frames"].new_zeros(N, H)
-        q = h @ self.h2attn.weight[:, :H].T + self.h2attn.bias                  # (N, A)
-        q = q.view(B, G, 1, -1)                                                 # (B, G, 1, A)
-        score = torch.tanh(cache["frame_keys"][:, None] + q) @ self.v           # (B, G, T)
-        w = score.masked_fill(~cache["mask"][:, None], float("-inf")).softmax(-1)
-        ctx = torch.bmm(w, cache["frames"]).view(N, M)                          # (B, G, M) -> (N, M)
-        clip = cache["clip"] if G == 1 else cache["clip"].repeat_interleave(G, 0)
-        x = torch.cat([self.drop(self.word_embedding(tokens)), self.ctx_proj(ctx), clip], dim=-1)
-        h = self.cell(x, h)                                                     # (N, H)
-        return self.classifier(h), {**cache, "h": h, "t": cache["t"] + 1}
-
-    def reorder_cache(self, cache: dict, index: torch.Tensor) -> dict:
-        "Keep the hypotheses (rows) `index` of the per-hypothesis state: the hidden state."
-        return cache if cache["h"] is None else {**cache, "h": cache["h"].index_select(0, index)}
-
-    def keep_clips(self, cache: dict, clips: torch.Tensor) -> dict:
-        "Keep clips `clips` (indices among the B) with their hypotheses; beam search drops the clips it has finished."
-        B, h = cache["frames"].shape[0], cache["h"]
-        if h is not None:
-            h = h.index_select(0, hypothesis_rows(clips, h.shape[0] // B))
-        return {**cache, **{k: cache[k].index_select(0, clips) for k in ("frames", "mask", "frame_keys", "clip")}, "h": h}
-
-    def forward(self, tokens: torch.Tensor, memory: dict) -> torch.Tensor:
-        "Teacher-forced: tokens (B*G, L) -> logits (B*G, L, V), G rows per clip, stepping the GRU."
-        cache, out = self.init_cache(memory), []
-        for t in range(tokens.shape[1]):
-            logits, cache = self.step(tokens[:, t], cache)
-            out.append(logits)
-        return torch.stack(out, 1)
-
-# %% ../nbs/30_captioning.ipynb #f7f917e5
+# %% ../nbs/30_captioning.ipynb #7944ff32
 class Captioner(nn.Module):
     "BiGRU encoder + Transformer or attentional GRU decoder over cached audio features."
     def __init__(self, config: CaptionConfig):
@@ -465,7 +234,7 @@ def _check_batch(batch: dict, c: CaptionConfig) -> torch.Tensor:
         raise ValueError(f"token id {int(tokens.max())} is outside the vocabulary of {c.vocab_size}")
     return tokens
 
-# %% ../nbs/30_captioning.ipynb #7dc6f465
+# %% ../nbs/30_captioning.ipynb #f6ddcfb4
 def build_captioner(decoder: str = "transformer", num_layers: int | None = None, vocab_size: int = 4368,
                     feature_dim: int = 2048, **cfg) -> Captioner:
     "Build one of Table 1's captioners: `decoder='transformer'` with 2 or 4 layers, or `decoder='gru'` (1 layer)."
@@ -485,7 +254,7 @@ def encode_captions(captions: Sequence[str], vocab, max_len: int | None = None) 
         out[i, :len(x)] = torch.tensor(x)
     return out
 
-# %% ../nbs/30_captioning.ipynb #f292b62d
+# %% ../nbs/30_captioning.ipynb #f2a0acad
 class CaptionCollator:
     "items with 'features' (T, D) and 'caption' or 'captions' -> {'features' (B, T, D), 'feature_lengths', 'tokens'?, ...}."
     def __init__(self, vocab, max_tokens: int | None = None):
