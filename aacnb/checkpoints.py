@@ -42,6 +42,7 @@ BUILDERS: dict[str, Callable | None] = dict.fromkeys([
     "aacnb.retrieval:build_biencoder",   # retrieval runs and the captioners' feature extractor (`aacnb search`)
     "aacnb.captioning:build_captioner",  # captioning runs, XE and SCST (`aacnb caption`)
     "aacnb.encoders:Cnn14", "aacnb.encoders:WavegramLogmelCnn14", "aacnb.encoders:ASTEncoder",  # a bare audio encoder
+    "aacnb.ast_encoder:ASTEncoder",     # (AST's own module; the name above, in the encoders' registry, works too)
 ])
 # keyword arguments that would make a builder read other files (pretrained weights): a checkpoint holds its own
 _FILE_KWARGS = {"aacnb.retrieval:build_biencoder": ("pretrained", "audio_weights", "text_weights")}

@@ -14,13 +14,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .ast_encoder import ASTEncoder, ASTEncoderConfig, load_ast_pretrained
 from .core import Config, get_logger
 
 # %% auto #0
 __all__ = ['ENCODER_REVISION', 'PANNS_CHECKPOINTS', 'AUDIO_ENCODERS', 'AUDIO_ENCODER_ALIASES', 'PannsConfig', 'ConvBlock',
            'ConvPreWavBlock', 'SpecAugmentation', 'masked_max_mean', 'Cnn14', 'WavegramLogmelCnn14',
-           'load_panns_checkpoint', 'ASTEncoderConfig', 'ast_fbank', 'ASTEncoder', 'load_ast_pretrained',
-           'audio_encoder_key', 'build_audio_encoder', 'weights_sha256']
+           'load_panns_checkpoint', 'audio_encoder_key', 'build_audio_encoder', 'weights_sha256']
 
 # %% ../nbs/10_audio_encoders.ipynb #43a8379b
 @dataclasses.dataclass
@@ -360,120 +360,7 @@ def load_panns_checkpoint(model: nn.Module, path: str | Path, strict: bool = Tru
         raise RuntimeError(f"{path} does not fit {type(model).__name__}(width={model.config.width}): {e}") from e
     return model
 
-# %% ../nbs/10_audio_encoders.ipynb #e250333d
-@dataclasses.dataclass
-class ASTEncoderConfig(Config):
-    "AST encoder settings; defaults are AST-base with the report's stride 16 in both axes."
-    input_sample_rate: int = 32000  # what our datasets deliver; resampled to `sample_rate`
-    sample_rate: int = 16000        # AST's front end
-    num_mel_bins: int = 128
-    max_length: int = 1024          # fbank frames (10 ms each)
-    patch_size: int = 16
-    frequency_stride: int = 16      # the report: 16 (AST's AudioSet models: 10)
-    time_stride: int = 16
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    mean: float = -4.2677393        # ASTFeatureExtractor's AudioSet statistics
-    std: float = 4.5689974
-
-    def validate(self):
-        self._check(self.hidden_size % self.num_attention_heads == 0, "hidden_size",
-                    f"must be a multiple of num_attention_heads={self.num_attention_heads}")
-        self._check(self.max_length >= self.patch_size, "max_length", "must hold at least one patch")
-
-    def hf_config(self):
-        from transformers import ASTConfig
-        return ASTConfig(patch_size=self.patch_size, num_mel_bins=self.num_mel_bins, max_length=self.max_length,
-                         frequency_stride=self.frequency_stride, time_stride=self.time_stride,
-                         hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
-                         num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size)
-
-    def grid(self) -> tuple[int, int]:
-        "(frequency rows, time columns) of the patch grid."
-        f = (self.num_mel_bins - self.patch_size) // self.frequency_stride + 1
-        t = (self.max_length - self.patch_size) // self.time_stride + 1
-        return f, t
-
-# %% ../nbs/10_audio_encoders.ipynb #6f788193
-def ast_fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 128, max_length: int = 1024,
-              mean: float = -4.2677393, std: float = 4.5689974) -> torch.Tensor:
-    "One clip (samples,) at 16 kHz -> normalised Kaldi fbank (max_length, num_mel_bins), as ASTFeatureExtractor."
-    import torchaudio.compliance.kaldi as kaldi
-    wav = waveform.float()
-    if wav.numel() < 400:  # a 25 ms window needs 400 samples at 16 kHz
-        wav = F.pad(wav, (0, 400 - wav.numel()))
-    fb = kaldi.fbank(wav[None], sample_frequency=sample_rate, window_type="hanning",
-                     num_mel_bins=num_mel_bins)  # (frames, bins), defaults as in transformers
-    n = fb.shape[0]
-    fb = F.pad(fb, (0, 0, 0, max_length - n)) if n < max_length else fb[:max_length]
-    return (fb - mean) / (std * 2)
-
-class ASTEncoder(nn.Module):
-    "AST (transformers `ASTModel`) behind the encoders' contract: waveforms at 32 kHz in, clip + frames out."
-    def __init__(self, config: ASTEncoderConfig | None = None, **overrides):
-        super().__init__()
-        from transformers import ASTModel
-        cfg = config or ASTEncoderConfig()
-        self.config = cfg = cfg.replace(**overrides) if overrides else cfg
-        self.ast = ASTModel(cfg.hf_config())
-        self.embed_dim = cfg.hidden_size
-        self.frame_hop_seconds = cfg.time_stride * 0.01
-
-    def features(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        "Waveforms (B, samples) at `input_sample_rate` -> fbank (B, max_length, bins), valid frames (B,)."
-        import torchaudio.functional as AF
-        cfg = self.config
-        if waveform.dim() != 2:
-            raise ValueError(f"ASTEncoder takes waveforms (batch, samples), got shape {tuple(waveform.shape)}")
-        if lengths is None:
-            lengths = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long)
-        wav = waveform.float()
-        if cfg.input_sample_rate != cfg.sample_rate:
-            wav = AF.resample(wav, cfg.input_sample_rate, cfg.sample_rate)
-        lengths = (lengths.cpu().long() * cfg.sample_rate) // cfg.input_sample_rate
-        feats = [ast_fbank(wav[b, : max(int(lengths[b]), 1)], cfg.sample_rate, cfg.num_mel_bins, cfg.max_length,
-                           cfg.mean, cfg.std) for b in range(wav.shape[0])]
-        n_frames = (1 + (lengths.clamp(min=400) - 400) // 160).clamp(max=cfg.max_length)
-        return torch.stack(feats), n_frames
-
-    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:
-        cfg = self.config
-        with torch.autocast(waveform.device.type, enabled=False):  # fbank in float32 (see the PANNs front end)
-            fb, n_frames = self.features(waveform, lengths)  # (B, 1024, 128)
-        out = self.ast(input_values=fb.to(waveform.device))
-        h = out.last_hidden_state[:, 2:]  # (B, F'*T', D): patches in frequency-major order
-        Fp, Tp = cfg.grid()
-        frames = h.reshape(h.shape[0], Fp, Tp, -1).mean(1)  # (B, T', D)
-        frame_lengths = ((n_frames - cfg.patch_size).clamp(min=0) // cfg.time_stride + 1).clamp(max=Tp)
-        return {"clip": out.pooler_output, "frames": frames, "frame_lengths": frame_lengths.to(frames.device)}
-
-# %% ../nbs/10_audio_encoders.ipynb #5a6c2306
-def load_ast_pretrained(encoder: ASTEncoder, path: str | Path) -> ASTEncoder:
-    "Load AST weights from a local `transformers` directory into `encoder`, resampling position embeddings."
-    from transformers import ASTModel
-    path = Path(path)
-    if not path.is_dir() or not (path / "config.json").exists():
-        raise FileNotFoundError(
-            f"AST checkpoint directory {path} not found (it needs config.json and model weights). Save e.g. "
-            "MIT/ast-finetuned-audioset-10-10-0.4593 with save_pretrained() on a machine with internet and pass that directory.")
-    src = ASTModel.from_pretrained(path, local_files_only=True)
-    state = src.state_dict()
-    key = "embeddings.position_embeddings"
-    pos = state[key]  # (1, 2 + F0*T0, D)
-    s = src.config
-    f0 = (s.num_mel_bins - s.patch_size) // s.frequency_stride + 1
-    t0 = (s.max_length - s.patch_size) // s.time_stride + 1
-    f1, t1 = encoder.config.grid()
-    if (f0, t0) != (f1, t1):
-        grid = pos[:, 2:].reshape(1, f0, t0, -1).permute(0, 3, 1, 2)  # (1, D, F0, T0)
-        grid = F.interpolate(grid, size=(f1, t1), mode="bilinear", align_corners=False)
-        state[key] = torch.cat([pos[:, :2], grid.permute(0, 2, 3, 1).reshape(1, f1 * t1, -1)], dim=1)
-    encoder.ast.load_state_dict(state, strict=True)
-    return encoder
-
-# %% ../nbs/10_audio_encoders.ipynb #f1e1faef
+# %% ../nbs/10_audio_encoders.ipynb #60f560bf
 AUDIO_ENCODERS = {
     "cnn14": (Cnn14, {}),
     "wavegram-logmel-cnn14": (WavegramLogmelCnn14, {}),
@@ -505,7 +392,7 @@ def build_audio_encoder(name: str = "cnn14", weights: str | Path | None = None, 
         (load_ast_pretrained if cls is ASTEncoder else load_panns_checkpoint)(model, weights)
     return model
 
-# %% ../nbs/10_audio_encoders.ipynb #e6cb0aac
+# %% ../nbs/10_audio_encoders.ipynb #79a3188a
 def weights_sha256(module: nn.Module) -> str:
     "SHA-256 of `module`'s state dict (names, dtypes, shapes, values; no batch-norm step counters), hex."
     h = hashlib.sha256()

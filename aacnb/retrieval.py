@@ -20,8 +20,8 @@ from .audio import audio_samples, length_batches
 from .core import count_parameters, data_root, get_device
 from .datasets import AudioCaptionDataset, collate_audio
 from .distributed import gather_with_grad
-from .encoders import (ASTEncoder, PANNS_CHECKPOINTS, PannsConfig, ASTEncoderConfig, AUDIO_ENCODERS,
-                            audio_encoder_key, build_audio_encoder)
+from .ast_encoder import ASTEncoder, ASTEncoderConfig
+from .encoders import AUDIO_ENCODERS, PANNS_CHECKPOINTS, PannsConfig, audio_encoder_key, build_audio_encoder
 from .text_encoders import TEXT_ENCODERS, TextEncoder, minilm_path
 
 # %% auto #0

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from aacnb.ast_encoder import ASTEncoder
 from aacnb.core import count_parameters
-from aacnb.encoders import (ASTEncoder, Cnn14, WavegramLogmelCnn14, build_audio_encoder, load_panns_checkpoint,
+from aacnb.encoders import (Cnn14, WavegramLogmelCnn14, build_audio_encoder, load_panns_checkpoint,
                             masked_max_mean)
 from aacnb.retrieval import (DEFAULT_PAIR, TABLE2_SYSTEMS, TABLE4_SYSTEMS, BiEncoder, InfoNCELoss, build_biencoder,
                              ensemble_similarity, ensemble_systems, retrieval_metrics, table2_parameter_counts)
@@ -411,7 +412,7 @@ def test_search_cli_and_cache(tmp_path, capsys):
 
 def test_ast_pretrained_dir_with_other_stride_loads(tmp_path):
     from transformers import ASTModel
-    from aacnb.encoders import ASTEncoderConfig, load_ast_pretrained
+    from aacnb.ast_encoder import ASTEncoderConfig, load_ast_pretrained
     small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=256)
     src = ASTModel(ASTEncoderConfig(frequency_stride=10, time_stride=10, **small).hf_config())
     src.save_pretrained(tmp_path / "ast")
