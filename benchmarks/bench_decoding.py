@@ -16,6 +16,11 @@ where each method also runs the BiGRU encoder on its clips (batched, or clip by 
 clips and reported per clip. A clip-by-clip search's operations are small, so more threads may slow it
 rather than help: each per-clip method is timed with one thread and with `--threads`, and keeps its faster
 (the `thr` column); the batched methods run with `--threads`.
+
+After the table it prints what bounds each side, measured in the same run: the decoder's weights, which every
+step reads whatever its number of rows, timed as matrix products at a per-clip search's rows and at the
+batched search's, beside the time a step takes; and the share of the BiGRU encoder's arithmetic that batching
+cannot cut (the first layer's input projection, paid per frame either way).
 """
 from __future__ import annotations
 
@@ -23,6 +28,53 @@ import argparse
 import time
 
 import torch
+
+
+_PER_CLIP = ("word_embedding", "memory_proj", "cross_attn.k.", "cross_attn.v.", "fc_proj")  # looked up, or once a clip
+
+
+def _weights(m) -> list[torch.Tensor]:
+    "The decoder's matrices a decoding step multiplies by: its 2-D weights but the embeddings and the audio side's."
+    return [p for n, p in m.decoder.named_parameters() if p.dim() == 2 and not any(k in n for k in _PER_CLIP)]
+
+
+def _matmul_ms(weights, rows: int, repeats: int, sync) -> float:
+    "Best time (ms) of multiplying a (rows, in) input by each weight once: reading every matrix, no other work."
+    xs = [torch.randn(rows, w.shape[1], device=w.device) for w in weights]
+    best = float("inf")
+    for _ in range(max(3, repeats)):
+        sync(); t = time.perf_counter()
+        for x, w in zip(xs, weights):
+            torch.nn.functional.linear(x, w)
+        sync(); best = min(best, time.perf_counter() - t)
+    return 1000 * best
+
+
+def _account(m, B: int, K: int, S: int, frames: int, best: dict, thr: dict, repeats: int, sync) -> None:
+    "What bounds each side, from this run's times: weight reading vs fixed costs per step, and the encoder."
+    ws = _weights(m)
+    mb = sum(w.numel() * w.element_size() for w in ws) / 2**20
+    ms_k = _matmul_ms(ws, K, repeats, sync)
+    ms_bk = _matmul_ms(ws, B * K, repeats, sync)
+    step_clip = 1000 * best[("beam per-clip, cached", "search")] / (B * S)    # one clip's step, K rows
+    step_batch = 1000 * best[("beam batched (ours)", "search")] / S           # one step of all clips, B*K rows
+    share = ms_k / step_clip
+    rest = ("reading the weights is most of it" if share >= 0.8 else
+            f"{100 * share:.0f}% of it; the rest is the fixed cost of its many small operations")
+    print(f"what bounds each side: every step reads the decoder's {len(ws)} weight matrices ({mb:.1f} MB). "
+          f"Multiplying {K} rows by each of them takes {ms_k:.2f} ms; a per-clip step takes {step_clip:.2f} ms "
+          f"({thr[('beam per-clip, cached', 'search')]} thr): {rest}. Multiplying all {B * K} rows of the batch "
+          f"takes {ms_bk:.2f} ms, {100 * ms_bk / step_batch:.0f}% of the {step_batch:.2f} ms a batched step takes "
+          f"(the rest: attention, softmax, top-k and bookkeeping, paid once for all {B} clips): the weights are read "
+          f"once a step for the whole batch instead of once per clip, which is where batching wins.")
+    g = m.encoder.gru
+    H, D = g.hidden_size, g.input_size
+    first = 2 * 3 * D * H                                    # per frame: both directions, three gates
+    rest = 2 * 3 * (2 * H) * H * (g.num_layers - 1) + 2 * 3 * H * H * g.num_layers   # deeper inputs, recurrences
+    e_b, e_1 = best[("encoder batched", "encoder")], best[("encoder per-clip", "encoder")]
+    print(f"the encoder batches {e_1 / e_b:.1f}x: its first layer's input projection ({D} -> 2 x 3 x {H} per frame, "
+          f"{100 * first / (first + rest):.0f}% of its arithmetic over {frames} frames) is one large product "
+          f"batched or clip by clip, and costs the same in both.")
 
 
 def main(argv=None):
@@ -115,6 +167,8 @@ def main(argv=None):
           f"clips/s, clip by clip {B / e_1:.1f} clips/s ({thr[('encoder per-clip', 'encoder')]} thr; {e_1 / e_b:.1f}x)")
     print("identical captions: batched == per-clip" + ("" if a.skip_recompute else f" == recompute (first {R} clips)")
           + ", from given encoder outputs and end to end")
+    with torch.inference_mode():
+        _account(m, B, K, S, a.frames, best, thr, a.repeats, sync)
     return 0
 
 
