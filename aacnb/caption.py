@@ -17,23 +17,20 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from .captioning import read_captioner_recipe
 from .core import get_device, get_logger
 
 # %% auto #0
 __all__ = ['find_vocab', 'load_extractor', 'load_captioner', 'ExtractorWarning', 'AudioCaptioner', 'caption_files', 'cli_caption']
 
 # %% ../nbs/51_caption.ipynb #e2448b39
-def _model_config(path: Path) -> dict:
-    from aacnb.checkpoints import load_checkpoint
-    return load_checkpoint(path).get("model_config") or {}
-
 def find_vocab(checkpoint: str | os.PathLike, vocab: str | os.PathLike | None = None):
     "The vocabulary of a captioner checkpoint: `vocab` path, else `model_config['vocab']`, else a nearby vocab.json."
     from aacnb.text import Vocabulary
     if vocab is not None:
         return Vocabulary.load(vocab)
     ckpt = Path(checkpoint)
-    words = _model_config(ckpt).get("vocab")
+    words = read_captioner_recipe(ckpt).get("vocab")
     if words:
         return Vocabulary(words)
     for d in (ckpt.parent, ckpt.parent.parent, ckpt.parent.parent.parent):
@@ -91,7 +88,7 @@ def _extractor_checks(paths: list[Path], extractor, enc: nn.Module, force: bool)
     from aacnb.encoders import weights_sha256
     got = weights_sha256(enc)
     for p in paths:
-        want = _model_config(p).get("extractor_sha256")
+        want = read_captioner_recipe(p).get("extractor_sha256")
         if want is None:
             warnings.warn(f"{p} records no fingerprint of its extractor (trained before fingerprints were recorded): "
                           f"cannot check that {extractor} is the extractor it was trained on", ExtractorWarning, stacklevel=3)
@@ -151,7 +148,7 @@ class AudioCaptioner:
         caps = [load_captioner(p, dev) for p in paths]
         voc = find_vocab(paths[0], vocab)
         if extractor is None:
-            ref = _model_config(paths[0]).get("extractor")
+            ref = read_captioner_recipe(paths[0]).get("extractor")
             if ref:
                 extractor = Path(ref) if Path(ref).is_absolute() else paths[0].parent / ref
                 if not extractor.is_file():

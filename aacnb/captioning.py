@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .caption_decoders import GRUDecoder, TransformerDecoder
+from .checkpoints import load_checkpoint
 from .core import Config
 
 # %% auto #0
 __all__ = ['CaptionConfig', 'length_mask', 'masked_mean', 'BiGRUEncoder', 'Captioner', 'build_captioner', 'encode_captions',
-           'CaptionCollator']
+           'captioner_recipe', 'read_captioner_recipe', 'CaptionCollator']
 
 # %% ../nbs/30_captioning.ipynb #f3609334
 @dataclasses.dataclass
@@ -117,6 +118,7 @@ class Captioner(nn.Module):
         self.config = config
         self.encoder = BiGRUEncoder(config)
         self.decoder = TransformerDecoder(config) if config.decoder == "transformer" else GRUDecoder(config)
+        self.model_config: dict | None = None  # set by build_captioner: how to rebuild this model
 
     # -- the pieces decoding uses ------------------------------------------------------------------
     def encode(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:
@@ -240,8 +242,12 @@ def build_captioner(decoder: str = "transformer", num_layers: int | None = None,
     "Build one of Table 1's captioners: `decoder='transformer'` with 2 or 4 layers, or `decoder='gru'` (1 layer)."
     if num_layers is None:
         num_layers = 2 if decoder == "transformer" else 1
-    return Captioner(CaptionConfig(decoder=decoder, num_layers=num_layers, vocab_size=vocab_size,
-                                   feature_dim=feature_dim, **cfg))
+    model = Captioner(CaptionConfig(decoder=decoder, num_layers=num_layers, vocab_size=vocab_size,
+                                    feature_dim=feature_dim, **cfg))
+    model.model_config = {"builder": "aacnb.captioning:build_captioner",
+                          "kwargs": dict(decoder=decoder, num_layers=num_layers, vocab_size=vocab_size,
+                                         feature_dim=feature_dim, **cfg)}
+    return model
 
 def encode_captions(captions: Sequence[str], vocab, max_len: int | None = None) -> torch.Tensor:
     "Caption strings -> (B, L) long tokens `<bos> ... <eos>` padded with `vocab.pad_id`; longer ones are cut (keeping <eos>)."
@@ -255,6 +261,18 @@ def encode_captions(captions: Sequence[str], vocab, max_len: int | None = None) 
     return out
 
 # %% ../nbs/30_captioning.ipynb #f2a0acad
+def captioner_recipe(model: Captioner, vocab, extractor: str | None = None,
+                     extractor_sha256: str | None = None) -> dict:
+    "The `model_config` of a captioner's checkpoints: builder and kwargs, vocabulary, extractor and its fingerprint."
+    if not getattr(model, "model_config", None):
+        raise ValueError("the captioner records no rebuild recipe (model.model_config): build it with build_captioner")
+    return {**model.model_config, "vocab": list(vocab.itos), "extractor": extractor, "extractor_sha256": extractor_sha256}
+
+def read_captioner_recipe(checkpoint) -> dict:
+    "The recipe a captioner checkpoint records (`captioner_recipe`); {} when it records none."
+    return load_checkpoint(checkpoint).get("model_config") or {}
+
+# %% ../nbs/30_captioning.ipynb #f292b62d
 class CaptionCollator:
     "items with 'features' (T, D) and 'caption' or 'captions' -> {'features' (B, T, D), 'feature_lengths', 'tokens'?, ...}."
     def __init__(self, vocab, max_tokens: int | None = None):
