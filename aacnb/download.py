@@ -74,62 +74,75 @@ def _open(url: str, start: int, timeout: float):
         headers["Range"] = f"bytes={start}-"
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
+def _already_there(dest: Path, md5: str | None) -> bool:
+    "Whether `dest` is present (and matches `md5`); a mismatching file is moved aside to `<dest>.bad`."
+    if not dest.exists():
+        return False
+    if md5 is None or md5sum(dest) == md5:
+        log.info(f"{dest.name}: already present" + (" (md5 ok)" if md5 else ""))
+        return True
+    log.warning(f"{dest}: md5 differs from {md5}; moving it to {dest.name}.bad and downloading again")
+    os.replace(dest, dest.with_name(dest.name + ".bad"))
+    return False
+
+def _request(url: str, start: int, timeout: float, hint: str):
+    "The response for `url` from byte `start`, or None when a resumed part file is already complete (HTTP 416)."
+    try:
+        return _open(url, start, timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and start > 0:      # nothing left to send: the part file is already complete
+            return None
+        raise DownloadError(f"HTTP {e.code} {e.reason} for {url}. {hint}") from e
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        reason = getattr(e, "reason", e)
+        raise DownloadError(f"could not reach {url} ({reason}): no network, or the server is down. {hint}") from e
+
+def _resume_mode(resp, start: int, url: str, part: Path, dest: Path) -> tuple[int, str]:
+    "(first byte, file mode) of what `resp` sends: appended when the server honoured the range, else from 0."
+    if start > 0 and resp.status == 206:
+        m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
+        if not m or int(m.group(1)) != start:  # the server sent some other range: start over
+            raise DownloadError(f"{url}: unexpected Content-Range {resp.headers.get('Content-Range')!r} "
+                                f"when resuming at byte {start}; delete {part} and retry")
+        log.info(f"{dest.name}: resuming at byte {start:,}")
+        return start, "ab"
+    if start > 0:
+        log.info(f"{dest.name}: server ignored the range request; restarting")
+    return 0, "wb"
+
+def _receive(resp, url: str, part: Path, dest: Path, start: int, progress: bool, chunk_size: int, hint: str) -> None:
+    "Write `resp`'s body to `part` (appending when resumed); a broken or short transfer says how to resume."
+    with resp:
+        start, mode = _resume_mode(resp, start, url, part, dest)
+        length = resp.headers.get("Content-Length")
+        total = start + int(length) if length is not None else None
+        try:
+            with open(part, mode) as f, tqdm(total=total, initial=start, unit="B", unit_scale=True,
+                                             unit_divisor=1024, desc=dest.name, disable=not progress,
+                                             leave=False) as bar:
+                while chunk := resp.read(chunk_size):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as e:
+            raise DownloadError(f"the connection to {url} broke after {part.stat().st_size:,} bytes ({e}); "
+                                f"run again to resume from {part}. {hint}") from e
+        got = part.stat().st_size
+        if total is not None and got < total:
+            raise DownloadError(f"{url}: got {got:,} of {total:,} bytes; run again to resume from {part}. {hint}")
+
 def download_file(url: str, dest: str | os.PathLike, md5: str | None = None, progress: bool = True,
                   timeout: float = 30.0, chunk_size: int = 1 << 20) -> Path:
     "Download `url` to `dest`, resuming from `<dest>.part` and checking `md5` (when given) before the final rename."
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    if dest.exists():
-        if md5 is None or md5sum(dest) == md5:
-            log.info(f"{dest.name}: already present" + (" (md5 ok)" if md5 else ""))
-            return dest
-        log.warning(f"{dest}: md5 differs from {md5}; moving it to {dest.name}.bad and downloading again")
-        os.replace(dest, dest.with_name(dest.name + ".bad"))
-
+    if _already_there(dest, md5):
+        return dest
     start = part.stat().st_size if part.exists() else 0
     hint = f"Download it by hand from {url} and put it at {dest}."
-    try:
-        resp = _open(url, start, timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and start > 0:      # nothing left to send: the part file is already complete
-            resp = None
-        else:
-            raise DownloadError(f"HTTP {e.code} {e.reason} for {url}. {hint}") from e
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        reason = getattr(e, "reason", e)
-        raise DownloadError(f"could not reach {url} ({reason}): no network, or the server is down. {hint}") from e
-
+    resp = _request(url, start, timeout, hint)
     if resp is not None:
-        with resp:
-            status = resp.status
-            if start > 0 and status == 206:
-                m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
-                if not m or int(m.group(1)) != start:  # the server sent some other range: start over
-                    raise DownloadError(f"{url}: unexpected Content-Range {resp.headers.get('Content-Range')!r} "
-                                        f"when resuming at byte {start}; delete {part} and retry")
-                mode = "ab"
-                log.info(f"{dest.name}: resuming at byte {start:,}")
-            else:
-                if start > 0:
-                    log.info(f"{dest.name}: server ignored the range request; restarting")
-                start, mode = 0, "wb"
-            length = resp.headers.get("Content-Length")
-            total = start + int(length) if length is not None else None
-            try:
-                with open(part, mode) as f, tqdm(total=total, initial=start, unit="B", unit_scale=True,
-                                                 unit_divisor=1024, desc=dest.name, disable=not progress,
-                                                 leave=False) as bar:
-                    while chunk := resp.read(chunk_size):
-                        f.write(chunk)
-                        bar.update(len(chunk))
-            except (OSError, http.client.HTTPException) as e:
-                raise DownloadError(f"the connection to {url} broke after {part.stat().st_size:,} bytes ({e}); "
-                                    f"run again to resume from {part}. {hint}") from e
-            got = part.stat().st_size
-            if total is not None and got < total:
-                raise DownloadError(f"{url}: got {got:,} of {total:,} bytes; run again to resume from {part}. {hint}")
-
+        _receive(resp, url, part, dest, start, progress, chunk_size, hint)
     if md5 is not None:
         actual = md5sum(part)
         if actual != md5:
