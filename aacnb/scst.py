@@ -18,10 +18,11 @@ from .distributed import all_gather_objects, current_world
 from .text import normalize_caption
 
 # %% auto #0
-__all__ = ['SCSTCaptioner', 'tiny_problem']
+__all__ = ['normalize_references', 'SCSTCaptioner', 'tiny_problem']
 
 # %% ../nbs/32_scst.ipynb #0b3e29db
-def _norm_refs(refs: Sequence[Sequence[str]]) -> list[list[str]]:
+def normalize_references(refs: Sequence[Sequence[str]]) -> list[list[str]]:
+    "Each clip's references normalised as the reward compares captions (`aacnb.text.normalize_caption`)."
     return [[normalize_caption(r) for r in rs] for rs in refs]
 
 class SCSTCaptioner(nn.Module):
@@ -42,7 +43,7 @@ class SCSTCaptioner(nn.Module):
                              f"vocab_size={captioner.config.vocab_size}")
         self.captioner, self.vocab, self.max_len, self.num_samples = captioner, vocab, max_len, num_samples
         if scorer is None:
-            scorer = CiderD(references_corpus=_norm_refs(references_corpus) if references_corpus is not None else None)
+            scorer = CiderD(references_corpus=normalize_references(references_corpus) if references_corpus is not None else None)
         self.scorer = scorer
 
     # the wrapper adds no weights: checkpoints hold the captioner's
@@ -78,7 +79,7 @@ class SCSTCaptioner(nn.Module):
         feats, lens, refs = batch["features"], batch.get("feature_lengths"), batch.get("captions")
         if refs is None:
             raise KeyError(f"an SCST batch needs the clips' references as 'captions' (list of lists); keys: {sorted(batch)}")
-        refs = _norm_refs(refs)
+        refs = normalize_references(refs)
         m, S, out = self.captioner, self.num_samples, {}
         scorer = self.batch_scorer(refs, across_ranks=True)
         if self.baseline == "greedy":

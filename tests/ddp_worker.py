@@ -160,13 +160,13 @@ def scst_rewards(world=None, rows=None):
     """Rewards of fixed captions for 6 clips (or `rows` of them; some share words, so the frequencies depend on which
     clips the batch holds) with the batch's document frequencies; on several ranks each scores its slice."""
     from aacnb.distributed import shard
-    from aacnb.scst import _norm_refs
+    from aacnb.scst import normalize_references
     scst, refs = scst_model(), REFS
     caps = ["a dog barks", "a car", "the dog runs", "rain falls loudly", "a car honks", "the bell rings"]
     rows = rows or (shard(list(range(6)), world) if world is not None else list(range(6)))
     tokens = torch.nn.utils.rnn.pad_sequence([torch.tensor(scst.vocab.encode(caps[i], add_special=False)
                                                            + [scst.vocab.eos_id]) for i in rows], batch_first=True)
-    local = _norm_refs([refs[i] for i in rows])
+    local = normalize_references([refs[i] for i in rows])
     return scst.rewards(tokens, local, scst.batch_scorer(local, across_ranks=world is not None))
 
 

@@ -6,7 +6,7 @@ import torch
 from aacnb.captioning import CaptionCollator, build_captioner
 from aacnb.core import seed_everything
 from aacnb.decoding import greedy_decode
-from aacnb.scst import SCSTCaptioner, _norm_refs, tiny_problem
+from aacnb.scst import SCSTCaptioner, normalize_references, tiny_problem
 from aacnb.text import Vocabulary
 
 SMALL = dict(feature_dim=8, enc_hidden=16, d_model=32, nhead=2, dim_feedforward=64, gru_hidden=32, gru_emb_dim=16,
@@ -26,7 +26,7 @@ def _run(decoder, steps=40, seed=0, lr=1e-3, baseline="greedy"):
     def greedy():
         model.eval()
         caps = scst.texts(greedy_decode(model, feats, lens, 6, return_tensors=True))
-        return scst.scorer.compute(caps, _norm_refs(refs))[0]
+        return scst.scorer.compute(caps, normalize_references(refs))[0]
 
     before, rewards = greedy(), []
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -126,7 +126,7 @@ def test_batch_document_frequencies_are_the_authors_reward():
     _, _, refs = tiny_problem()
     vocab = Vocabulary.build([r for rs in refs for r in rs])
     scst = SCSTCaptioner(build_captioner("gru", vocab_size=len(vocab), **SMALL), vocab, max_len=6)
-    batch_refs = _norm_refs([refs[0], refs[1], refs[2], refs[1]])            # clip 1 twice, as pairs may be
+    batch_refs = normalize_references([refs[0], refs[1], refs[2], refs[1]])            # clip 1 twice, as pairs may be
     caps = ["a dog barks", "a car passes loudly", "the bird", "a car"]
     tokens = torch.tensor([[*(vocab.encode(c, add_special=False)), vocab.eos_id] + [0] * (4 - len(c.split()))
                            for c in caps])
