@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 import importlib
+import random
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['BUILDERS', 'load_checkpoint', 'register_builder', 'checkpoint_builder', 'build_from_checkpoint']
+__all__ = ['BUILDERS', 'load_checkpoint', 'rng_state', 'set_rng_state', 'register_builder', 'checkpoint_builder',
+           'build_from_checkpoint']
 
 # %% ../nbs/13b_checkpoints.ipynb #51e1afe3
 def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None,
@@ -36,6 +39,24 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None,
     return ckpt
 
 # %% ../nbs/13b_checkpoints.ipynb #4d8185fa
+def rng_state() -> dict:
+    "The Python, NumPy, torch and CUDA random states, as tensors and numbers (`weights_only` loads them)."
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+def set_rng_state(s: dict) -> None:
+    "Restore the random states `rng_state` took."
+    random.setstate(s["python"])
+    torch.set_rng_state(s["torch"])
+    n = s["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+# %% ../nbs/13b_checkpoints.ipynb #4b548ee0
 # The builders a checkpoint may name: the package's own (imported on first use) and those `register_builder`
 # added. A checkpoint is data: loading one never imports or calls a function just because the file names it.
 BUILDERS: dict[str, Callable | None] = dict.fromkeys([
@@ -66,7 +87,7 @@ def checkpoint_builder(name: Any, path: str | Path = "a checkpoint") -> Callable
         BUILDERS[name] = getattr(importlib.import_module(module), attr)
     return BUILDERS[name]
 
-# %% ../nbs/13b_checkpoints.ipynb #29ec5e92
+# %% ../nbs/13b_checkpoints.ipynb #cf45404c
 def _plain(v) -> bool:
     "JSON-like data: None, bool, number, string, and lists / string-keyed dicts of them."
     if v is None or isinstance(v, (bool, int, float, str)):

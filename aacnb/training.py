@@ -10,7 +10,6 @@ import csv
 import dataclasses
 import json
 import math
-import random
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoints import load_checkpoint
+from .checkpoints import load_checkpoint, rng_state, set_rng_state
 from .core import atomic_write, get_logger, provenance, save_torch, seed_everything
 from .distributed import (World, all_gather_objects, all_reduce_sum, barrier, broadcast_object,
                                check_global_batch, init_world, rank_device, shard)
@@ -116,24 +115,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 # %% ../nbs/13c_training.ipynb #d19c905c
-def _rng_state() -> dict:
-    "The Python, NumPy, torch and CUDA random states, as tensors and numbers (`weights_only` loads them)."
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-def _set_rng_state(s: dict) -> None:
-    "Restore the random states `_rng_state` took."
-    random.setstate(s["python"])
-    torch.set_rng_state(s["torch"])
-    n = s["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    if s["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-# %% ../nbs/13c_training.ipynb #61a62e8b
 @dataclasses.dataclass
 class TrainResult:
     "What a run produced."
@@ -197,7 +178,7 @@ def _check_resumable(ckpt: dict, config: TrainConfig, path: Path) -> None:
         raise ValueError(f"{path} was written by a run with another config ({changes}); resume with the same "
                          f"config, or use a new out_dir (init_from={str(path)!r} starts a new run from its weights)")
 
-# %% ../nbs/13c_training.ipynb #e9e0fa5f
+# %% ../nbs/13c_training.ipynb #ef4f900e
 @dataclasses.dataclass
 class _Position:
     "Where a run is and what it has kept so far (all of it in last.pt)."
@@ -295,7 +276,7 @@ class _Run:
     def save_last(self) -> None:
         "last.pt, by rank 0, with every rank's random streams and the job's running sums (a collective)."
         pos, world = self.pos, self.world
-        rngs = all_gather_objects(_rng_state(), world)
+        rngs = all_gather_objects(rng_state(), world)
         window, epoch_meter = pos.window.reduced(world, self.device), pos.epoch_meter.reduced(world, self.device)
         if not world.main:
             return
@@ -312,13 +293,13 @@ class _Run:
 def _restore_rng(ck: dict, world: World, seed: int, step: int) -> None:
     "This rank's random streams from last.pt; a rank the checkpoint's job did not have starts its own."
     if world.rank == 0:
-        return _set_rng_state(ck["rng"])
+        return set_rng_state(ck["rng"])
     others = ck.get("rng_ranks", [])
     if world.rank <= len(others):
-        return _set_rng_state(others[world.rank - 1])
+        return set_rng_state(others[world.rank - 1])
     seed_everything(_rank_seed(seed, world.rank, step))
 
-# %% ../nbs/13c_training.ipynb #a13c4461
+# %% ../nbs/13c_training.ipynb #c15d60ce
 def _loader(run: _Run, collate_fn):
     "The rest of this epoch's micro-batches (this rank's slices), in the epoch's fixed order, behind a progress bar."
     cfg, pos = run.cfg, run.pos
@@ -440,7 +421,7 @@ def _validate(model: torch.nn.Module, val_fn: Callable | None) -> dict:
     model.train()
     return metrics
 
-# %% ../nbs/13c_training.ipynb #c5f17e52
+# %% ../nbs/13c_training.ipynb #7d840c59
 def fit(model: torch.nn.Module, train_data, config: TrainConfig, out_dir: str | Path,
         val_fn: Callable[[torch.nn.Module], dict] | None = None, collate_fn: Callable | None = None,
         init_from: str | Path | None = None, model_config: dict | None = None,
