@@ -109,7 +109,7 @@ def tone(f: np.ndarray, sr: int, harmonics: int = 1, rolloff: float = 1.0, phase
     cyc = np.cumsum(f) / sr + phase0 / (2 * np.pi)
     return table[(cyc * 4096).astype(np.int64) & 4095]
 
-# %% ../nbs/05a_sounds.ipynb #56e67e0f
+# %% ../nbs/05a_sounds.ipynb #a6c91db6
 def _synth_bird(rng, n, sr, ev):
     out = np.zeros(n)
     for v in range(3 if ev.get("plural") else 1):
@@ -189,6 +189,7 @@ def _synth_horn(rng, n, sr, ev):
         out[i:i + m] += fade(s, sr, 0.015, 0.03)
     return band_filter(out, sr, lo=200.0, hi=5000.0)
 
+# %% ../nbs/05a_sounds.ipynb #881bbce1
 def _synth_siren(rng, n, sr, ev):
     t = np.arange(n) / sr
     fc, depth, period = rng.uniform(800, 1100), rng.uniform(250, 450), rng.uniform(2.5, 4.5)
@@ -239,6 +240,7 @@ def _synth_footsteps(rng, n, sr, ev):
         i += int(period * rng.uniform(0.93, 1.07) * sr)
     return out
 
+# %% ../nbs/05a_sounds.ipynb #29ee37d9
 _VOWELS = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410), (440, 1020, 2240)]
 
 def _one_voice(rng, n, sr, f0_mean):
