@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,9 @@ import torch.nn.functional as F
 from .core import Config
 
 # %% auto #0
-__all__ = ['SAMPLE_RATE', 'MIN_SAMPLES', 'RESAMPLE_KWARGS', 'LogMelConfig', 'AudioError', 'resample', 'load_audio', 'hz_to_mel',
-           'mel_to_hz', 'mel_filters', 'hann_window', 'STFT', 'Spectrogram', 'LogmelFilterBank', 'frames_for',
-           'log_mel', 'audio_samples', 'length_batches', 'log_mel_padded']
+__all__ = ['SAMPLE_RATE', 'MIN_SAMPLES', 'RESAMPLE_KWARGS', 'AUDIO_EXTENSIONS', 'LogMelConfig', 'AudioError', 'resample', 'shown',
+           'AudioWarning', 'load_audio', 'hz_to_mel', 'mel_to_hz', 'mel_filters', 'hann_window', 'STFT', 'Spectrogram',
+           'LogmelFilterBank', 'frames_for', 'log_mel', 'audio_samples', 'length_batches', 'log_mel_padded']
 
 # %% ../nbs/01_audio.ipynb #11251624
 SAMPLE_RATE = 32000  # PANNs CNN14 was trained on AudioSet resampled to 32 kHz
@@ -74,29 +75,66 @@ def resample(waveform: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
         return _resampler(int(orig_sr), int(new_sr))(waveform)
 
 # %% ../nbs/01_audio.ipynb #7c566f61
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")  # what a folder scan picks up
+
+def shown(path: str | os.PathLike) -> str:
+    "`path` as text that prints anywhere: bytes of a file name that are not UTF-8 become `\\xNN` escapes."
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+class AudioWarning(UserWarning):
+    "An audio file is usable but not what it claims to be (e.g. a WAV cut short); the message names it."
+
+def _wav_shortfall(path: Path) -> tuple[int, int] | None:
+    "(samples the WAV header claims, samples the file holds) when its data chunk runs past the end of the file."
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size, pos, align = os.fstat(f.fileno()).st_size, 12, 0
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, n = f.read(4), int.from_bytes(f.read(4), "little")
+            if cid == b"fmt ":
+                align = int.from_bytes(f.read(14)[12:14], "little")  # nBlockAlign: bytes per sample frame
+            elif cid == b"data":
+                held = size - pos - 8
+                if align <= 0 or n in (0, 0xFFFFFFFF) or n <= held:  # 0 / FFFFFFFF: written by a stream
+                    return None
+                return n // align, held // align
+            pos += 8 + n + (n & 1)
+    return None
+
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
                max_seconds: float | None = None) -> torch.Tensor:
-    "Read `path` (WAV/FLAC/OGG) as mono float32 at `sample_rate`, shape (samples,); see the notes above for edge cases."
+    "Read `path` (WAV/FLAC/OGG/MP3...) as mono float32 at `sample_rate`, shape (samples,); see the notes above for edge cases."
     path = Path(path)
+    name = shown(path)  # for messages: a file name need not be valid UTF-8
+    if path.is_dir():
+        raise AudioError(f"{name}: is a directory, not an audio file")
     if not path.is_file():
-        raise AudioError(f"{path}: no such audio file")
+        raise AudioError(f"{name}: no such audio file")
     if path.stat().st_size == 0:
-        raise AudioError(f"{path}: the file is empty (0 bytes)")
+        raise AudioError(f"{name}: the file is empty (0 bytes)")
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive or None, got {max_seconds!r}")
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:  # bytes: names need not be UTF-8
             sr_in = f.samplerate
             frames = -1
             if max_seconds is not None:  # read the head only, plus a margin for the resampling filter
                 frames = int(math.ceil(max_seconds * sr_in)) + 512
             data = f.read(frames=frames, dtype="float32", always_2d=True)  # (samples, channels)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioError(f"{path}: could not decode audio ({e})") from e
+        raise AudioError(f"{name}: could not decode audio ({shown(str(e))})") from e
     if data.shape[0] == 0:
-        raise AudioError(f"{path}: the file holds no samples")
+        raise AudioError(f"{name}: the file holds no samples")
     if not np.isfinite(data).all():
-        raise AudioError(f"{path}: the file holds NaN or infinite samples")
+        raise AudioError(f"{name}: the file holds NaN or infinite samples")
+    short = _wav_shortfall(path)
+    if short is not None:
+        warnings.warn(f"{name}: the WAV header promises {short[0]} samples ({short[0] / sr_in:.2f} s) but the file "
+                      f"holds {short[1]} ({short[1] / sr_in:.2f} s): it was cut short (an interrupted copy or "
+                      f"download?); using the samples it holds", AudioWarning, stacklevel=2)
     wav = torch.from_numpy(data.mean(axis=1, dtype=np.float32))  # (samples,) mono: mean of channels
     wav = resample(wav, sr_in, sample_rate).to(torch.float32)
     if max_seconds is not None:
@@ -247,7 +285,7 @@ def log_mel(waveform, config: LogMelConfig | None = None) -> torch.Tensor:
 def audio_samples(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> int | None:
     "How many samples `load_audio(path, sample_rate, max_seconds)` returns, from the file header (None: unreadable)."
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))
     except Exception:  # load_audio will say what is wrong with it; here it is only a batching hint
         return None
     if info.frames <= 0 or info.samplerate <= 0:

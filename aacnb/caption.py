@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from .audio import shown
 from .captioning import read_captioner_recipe
 from .core import get_device, get_logger
 
@@ -65,7 +66,8 @@ def load_captioner(path: str | os.PathLike, device: str | torch.device = "cpu"):
     from aacnb.checkpoints import build_from_checkpoint
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"captioner checkpoint {path} not found (a best.pt or last.pt of a captioning run)")
+        raise FileNotFoundError(f"captioner checkpoint {path} " + ("is a directory" if path.is_dir() else "not found")
+                                + " (--model takes a best.pt, swa.pt or last.pt of a captioning run)")
     model = build_from_checkpoint(path, map_location=device)
     if not isinstance(model, Captioner):
         raise TypeError(f"{path} holds a {type(model).__name__}, not a Captioner")
@@ -197,9 +199,9 @@ class AudioCaptioner:
         todo = []
         for i, f in enumerate(files):  # what is not a file is known before any decoding
             if Path(f).is_dir():
-                results[i] = {"file": str(f), "error": f"{f}: is a directory, not an audio file"}
+                results[i] = {"file": str(f), "error": f"{shown(f)}: is a directory, not an audio file"}
             elif not Path(f).exists():
-                results[i] = {"file": str(f), "error": f"{f}: no such audio file"}
+                results[i] = {"file": str(f), "error": f"{shown(f)}: no such audio file"}
             else:
                 todo.append(i)
         sizes = [audio_samples(files[i], self.sample_rate, self.max_seconds) for i in todo]
@@ -234,7 +236,7 @@ def cli_caption(argv: list[str] | None = None) -> int:
     "`aacnb caption --model CKPT [--model CKPT2 ...] [--extractor CKPT] FILES... [--beam 3] [--json]`."
     ap = argparse.ArgumentParser(prog="aacnb caption", description="Caption audio files with a trained captioner "
                                  "(several --model flags decode as an ensemble).")
-    ap.add_argument("files", nargs="+", help="audio files (.wav, .flac, .ogg)")
+    ap.add_argument("files", nargs="+", help="audio files (any format libsndfile reads: WAV, FLAC, OGG, MP3, ...)")
     ap.add_argument("--model", action="append", required=True, help="captioner checkpoint (best.pt/last.pt); repeat for an ensemble")
     ap.add_argument("--extractor", help="checkpoint of the retrieval model whose audio encoder made the training features")
     ap.add_argument("--force-extractor", action="store_true",
@@ -271,8 +273,9 @@ def cli_caption(argv: list[str] | None = None) -> int:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(f"{r['file']}\t{r['caption']}" if "caption" in r else f"{r['file']}\tERROR: {r['error']}")
+            name = shown(r["file"])  # a file name need not be valid UTF-8
+            print(f"{name}\t{r['caption']}" if "caption" in r else f"{name}\tERROR: {shown(r['error'])}")
     failed = [r for r in results if "error" in r]
     for r in failed:
-        print(f"aacnb caption: {r['error']}", file=sys.stderr)
+        print(f"aacnb caption: {shown(r['error'])}", file=sys.stderr)
     return 1 if failed else 0

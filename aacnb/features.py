@@ -19,16 +19,20 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .audio import SAMPLE_RATE, AudioError, LogMelConfig, audio_samples, length_batches, load_audio, log_mel
+from .audio import (AUDIO_EXTENSIONS, SAMPLE_RATE, AudioError, LogMelConfig, audio_samples, length_batches,
+                         load_audio, log_mel, shown)
 from .core import data_root, get_logger, provenance
 
 # %% auto #0
-__all__ = ['AUDIO_SUFFIXES', 'CacheError', 'settings_json', 'partial_path', 'FeatureCache', 'extract_features',
+__all__ = ['AUDIO_SUFFIXES', 'CacheError', 'CacheDamaged', 'settings_json', 'partial_path', 'FeatureCache', 'extract_features',
            'log_mel_settings', 'log_mel_fn', 'audio_items', 'cli_extract_features']
 
 # %% ../nbs/06_features.ipynb #831222cb
 class CacheError(ValueError):
     "A feature cache is missing, unfinished, or was written with other settings; the message says which file."
+
+class CacheDamaged(CacheError):
+    "A finished feature cache that cannot be read as it was written (cut short, overwritten): extract it again."
 
 def settings_json(settings: dict) -> str:
     "Canonical JSON of `settings` (sorted keys): the cache's settings key."
@@ -44,11 +48,12 @@ def partial_path(cache_path: str | os.PathLike) -> Path:
 
 def _name(audio_id: str) -> str:
     # HDF5 names may not contain '/' (it makes groups) nor be '.'; percent-encoding keeps every id reversible
-    name = urllib.parse.quote(str(audio_id), safe=" ,()[]+=@!'")
+    # (an id from a file name that is not UTF-8 holds surrogate escapes: its original bytes are encoded)
+    name = urllib.parse.quote(str(audio_id), safe=" ,()[]+=@!'", errors="surrogateescape")
     return name.replace(".", "%2E") if set(name) == {"."} else name
 
 def _id(name: str) -> str:
-    return urllib.parse.unquote(name)
+    return urllib.parse.unquote(name, errors="surrogateescape")
 
 # %% ../nbs/06_features.ipynb #415584ad
 class FeatureCache:
@@ -61,18 +66,27 @@ class FeatureCache:
             hint = (f"; only the unfinished {partial_path(self.path)} exists: rerun extract_features to complete it"
                     if partial_path(self.path).exists() else "")
             raise CacheError(f"no feature cache at {self.path}{hint}")
+        if self.path.is_dir():
+            raise CacheError(f"{self.path} is a directory, not a feature cache file")
+        if not os.access(self.path, os.R_OK):
+            raise CacheError(f"{self.path}: no permission to read the feature cache")
+        damaged = f"{self.path} is a damaged feature cache"
+        again = "; extract it again (extract_features moves a damaged cache aside and rebuilds it)"
         try:
             with h5py.File(self.path, "r") as f:
                 attrs = dict(f.attrs)
-                names = list(f["features"].keys()) if "features" in f else []
-        except OSError as e:
-            raise CacheError(f"{self.path} is not a readable HDF5 feature cache ({e})") from e
-        if not attrs.get("complete", False):
-            raise CacheError(f"{self.path} is not marked complete (an interrupted extraction?); "
-                             "rerun extract_features to finish it")
+                names = list(f["features"].keys()) if "features" in f else None
+        except OSError as e:  # e.g. "truncated file: eof = ..., stored_eof = ...": cut short
+            raise CacheDamaged(f"{damaged}: HDF5 cannot open it ({e}){again}") from e
+        if not attrs.get("complete", False) or names is None or "settings" not in attrs:
+            raise CacheDamaged(f"{damaged}: it is not marked complete, or lacks its settings or features (only "
+                               f"a finished extraction is renamed to this name){again}")
         self.settings = json.loads(attrs["settings"])
         self.provenance = json.loads(attrs.get("provenance", "{}"))
         self.failed = json.loads(attrs.get("failed", "{}"))  # audio_id -> reason, for on_error="skip"
+        n = self.provenance.get("n_items")
+        if n is not None and n != len(names):
+            raise CacheDamaged(f"{damaged}: it was finished with {n} items and holds {len(names)}{again}")
         self._ids = [_id(n) for n in names]
         self._idset = set(self._ids)
         self._f, self._pid = None, None
@@ -85,7 +99,18 @@ class FeatureCache:
     def __getitem__(self, audio_id: str) -> np.ndarray:
         if audio_id not in self._idset:
             raise KeyError(f"{audio_id!r} is not in the feature cache {self.path}")
-        return self._file()["features"][_name(audio_id)][()]
+        try:
+            return self._file()["features"][_name(audio_id)][()]
+        except (OSError, KeyError) as e:  # a checksum that fails, a chunk past the end of the file
+            raise CacheDamaged(f"{self.path} is a damaged feature cache: item {shown(audio_id)!r} cannot be read "
+                               f"({e}); extract it again (extract_features moves a damaged cache aside and "
+                               "rebuilds it)") from e
+
+    def verify(self) -> "FeatureCache":
+        "Read every item (HDF5 checks each one's checksum); raise `CacheDamaged` naming the first that fails."
+        for i in self._ids:
+            self[i]
+        return self
 
     def __contains__(self, audio_id) -> bool: return audio_id in self._idset
     def keys(self) -> list[str]: return list(self._ids)
@@ -109,21 +134,34 @@ def _check_settings(path: Path, have: str, want: str):
         raise CacheError(f"{path} was written with settings {have} but this extraction asks for {want} "
                          f"(differing keys: {diff}); use another cache path or delete {path}")
 
+def _unreadable(f) -> str | None:
+    "The first item of an open cache file that cannot be read, with why (None: all can)."
+    for name in f["features"]:
+        try:
+            f["features"][name][()]
+        except (OSError, KeyError) as e:
+            return f"{_id(name)!r} ({e})"
+    return None
+
 def _open_partial(part: Path, key: str, log):
-    "Open `<cache>.partial` for appending, creating it when absent or unreadable."
+    "Open `<cache>.partial` for appending, creating it when absent, unreadable or holding an unreadable item."
     if part.exists():
         try:
             f = h5py.File(part, "a")
+            bad = _unreadable(f) if "features" in f else "no features group"
         except OSError as e:  # e.g. a hard kill in the middle of a write
-            log.warning(f"{part} is unreadable ({e}); starting it afresh")
-            part.unlink()
-        else:
+            f, bad = None, str(e)
+        if bad is None:
             try:
                 _check_settings(part, f.attrs.get("settings", "{}"), key)
             except CacheError:
                 f.close()
                 raise
             return f
+        if f is not None:
+            f.close()
+        log.warning(f"{part} is unreadable ({bad}); starting it afresh")
+        part.unlink()
     f = h5py.File(part, "w")
     f.attrs["settings"], f.attrs["complete"], f.attrs["failed"] = key, False, "{}"
     f.create_group("features")
@@ -133,6 +171,20 @@ def _to_numpy(a) -> np.ndarray:
     if isinstance(a, torch.Tensor):
         a = a.detach().cpu().numpy()
     return np.asarray(a, dtype=np.float32)
+
+def _store(grp, name: str, a: np.ndarray) -> None:
+    "One item, in one chunk with a Fletcher-32 checksum (HDF5 verifies it on every read)."
+    if a.ndim == 0 or a.size == 0 or a.nbytes >= 2 ** 31:  # a chunk must be non-empty and under 4 GB
+        grp.create_dataset(name, data=a)
+    else:
+        grp.create_dataset(name, data=a, chunks=a.shape, fletcher32=True)
+
+def _set_aside(cache_path: Path, why: CacheDamaged, log) -> Path:
+    "Move a damaged finished cache to `<cache>.damaged` (replacing an older one), saying so."
+    dest = cache_path.with_name(cache_path.name + ".damaged")
+    os.replace(cache_path, dest)
+    log.warning(f"{why}: moved it to {dest} (delete that file when you no longer want it) and extracting again")
+    return dest
 
 def extract_features(items: Sequence[tuple[str, str | os.PathLike]], fn: Callable, cache_path: str | os.PathLike,
                      settings: dict, batch_size: int = 16, sample_rate: int = SAMPLE_RATE,
@@ -155,16 +207,23 @@ def extract_features(items: Sequence[tuple[str, str | os.PathLike]], fn: Callabl
     if clash:
         raise ValueError(f"settings {clash} contradict the loader arguments {loader}")
     key = settings_json({**settings, **loader})
+    if cache_path.is_dir():
+        raise CacheError(f"{cache_path} is a directory: give the path of the cache file to write")
 
     if cache_path.exists():
-        cache = FeatureCache(cache_path)
-        _check_settings(cache_path, settings_json(cache.settings), key)
-        if all(i in cache or i in cache.failed for i in paths):
-            return cache
-        if not part.exists():  # grow a finished cache: extend a copy, rename it over the old one at the end
-            shutil.copyfile(cache_path, part)
-            with h5py.File(part, "a") as f:
-                f.attrs["complete"] = False
+        try:  # settings first (another extraction's file is an error), then every item (a damaged one is redone)
+            cache = FeatureCache(cache_path)
+            _check_settings(cache_path, settings_json(cache.settings), key)
+            cache.verify().close()
+        except CacheDamaged as e:
+            _set_aside(cache_path, e, log)
+        else:
+            if all(i in cache or i in cache.failed for i in paths):
+                return cache
+            if not part.exists():  # grow a finished cache: extend a copy, rename it over the old one at the end
+                shutil.copyfile(cache_path, part)
+                with h5py.File(part, "a") as f:
+                    f.attrs["complete"] = False
 
     with _open_partial(part, key, log) as f:
         grp, failed = f["features"], json.loads(f.attrs["failed"])
@@ -183,7 +242,7 @@ def extract_features(items: Sequence[tuple[str, str | os.PathLike]], fn: Callabl
                         if on_error == "raise":
                             raise
                         failed[i] = str(e)
-                        log.warning(f"skipping {i}: {e}")
+                        log.warning(f"skipping {shown(i)}: {e}")
                 if ids:
                     lengths = torch.tensor([len(w) for w in wavs])                                   # (B,)
                     batch = torch.stack([F.pad(w, (0, int(lengths.max()) - len(w))) for w in wavs])  # (B, S)
@@ -191,7 +250,7 @@ def extract_features(items: Sequence[tuple[str, str | os.PathLike]], fn: Callabl
                     if len(outs) != len(ids):
                         raise ValueError(f"fn returned {len(outs)} arrays for a batch of {len(ids)} clips")
                     for i, out in zip(ids, outs):
-                        grp.create_dataset(_name(i), data=_to_numpy(out))
+                        _store(grp, _name(i), _to_numpy(out))
                 f.attrs["failed"] = json.dumps(failed)
                 f.flush()
                 bar.update(len(group))
@@ -200,7 +259,7 @@ def extract_features(items: Sequence[tuple[str, str | os.PathLike]], fn: Callabl
         f.attrs["provenance"] = json.dumps(provenance(n_items=len(grp), n_failed=len(failed)), default=str)
         f.attrs["complete"] = True
     if failed:
-        log.warning(f"{len(failed)} clip(s) could not be read and were skipped, e.g. {list(failed)[:3]}")
+        log.warning(f"{len(failed)} clip(s) could not be read and were skipped, e.g. {[shown(i) for i in list(failed)[:3]]}")
     with open(part, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(part, cache_path)
@@ -218,8 +277,8 @@ def log_mel_fn(config: LogMelConfig | None = None) -> Callable:
         return [log_mel(w[: int(n)], cfg).numpy() for w, n in zip(waveforms, lengths)]
     return fn
 
-# %% ../nbs/06_features.ipynb #d7d6b118
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+# %% ../nbs/06_features.ipynb #822bf013
+AUDIO_SUFFIXES = AUDIO_EXTENSIONS  # the one list, kept in aacnb.audio (this name stays for code that imports it)
 
 def _clotho_audio_dir(root: Path) -> Path | None:
     for d in (root / "CLOTHO_v2.1" / "clotho_audio_files", root / "clotho_audio_files"):
@@ -248,7 +307,8 @@ def audio_items(root: str | os.PathLike, splits: Iterable[str] | None = None) ->
 def cli_extract_features(argv: list[str] | None = None) -> int:
     "`aacnb extract-features`: cache log-mel features of a folder or a Clotho root in HDF5."
     ap = argparse.ArgumentParser(prog="aacnb extract-features", description=cli_extract_features.__doc__)
-    ap.add_argument("input", help="a folder of .wav/.flac/.ogg files, one file, or a Clotho root (holding CLOTHO_v2.1/)")
+    ap.add_argument("input", help=f"a folder of audio files ({'/'.join(AUDIO_EXTENSIONS)}), one file, or a Clotho "
+                    "root (holding CLOTHO_v2.1/)")
     ap.add_argument("-o", "--output", help="cache file (default: <data root>/features/<input name>_logmel.h5)")
     ap.add_argument("--split", action="append", help="Clotho split(s) to extract (default: all present)")
     ap.add_argument("--batch-size", type=int, default=16)
@@ -263,15 +323,23 @@ def cli_extract_features(argv: list[str] | None = None) -> int:
         print(f"aacnb extract-features: {e}")
         return 2
     if not items:
-        print(f"aacnb extract-features: no {'/'.join(AUDIO_SUFFIXES)} files under {root}")
+        print(f"aacnb extract-features: no {'/'.join(AUDIO_EXTENSIONS)} files under {shown(root)}")
         return 1
     out = Path(args.output) if args.output else data_root() / "features" / f"{root.resolve().name}_logmel.h5"
+    if out.is_dir():
+        print(f"aacnb extract-features: the output {out} is a directory: give the path of the cache file (-o X.h5)")
+        return 2
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         cache = extract_features(items, log_mel_fn(), out, log_mel_settings(), batch_size=args.batch_size,
                                  max_seconds=args.max_seconds, progress=not args.no_progress, on_error=args.on_error)
     except (CacheError, AudioError) as e:
         print(f"aacnb extract-features: {e}")
+        return 1
+    if not len(cache):
+        why = "; ".join(list(cache.failed.values())[:3])
+        print(f"aacnb extract-features: none of the {len(items)} audio file(s) under {shown(root)} could be read "
+              f"(e.g. {why})")
         return 1
     frames = sum(cache[k].shape[0] for k in cache.keys())
     secs = frames * LogMelConfig().hop_length / SAMPLE_RATE

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -31,8 +32,8 @@ from .core import atomic_write
 __all__ = ['METRIC_NAMES', 'SPICE_JARS', 'CORENLP_JARS', 'RHINO_JARS', 'DEBIAN_RHINO', 'SETUP_COMMAND', 'CORENLP_URL',
            'MAVEN_PLUGIN', 'MetricsError', 'SpiceUnavailableWarning', 'find_java', 'java_version', 'ptb_tokenize',
            'SpiceUnavailable', 'cache_root', 'default_spice_dir', 'spice_cache_dir', 'spice_jar_dir', 'spice_classpath',
-           'evaluate', 'read_predictions', 'read_references', 'cli_evaluate', 'verify_spice_jars', 'fetch_with_maven',
-           'fetch_from_stanford', 'setup_spice', 'cli_metrics_setup']
+           'evaluate', 'read_csv_rows', 'read_predictions', 'read_references', 'cli_evaluate', 'verify_spice_jars',
+           'fetch_with_maven', 'fetch_from_stanford', 'setup_spice', 'cli_metrics_setup']
 
 # %% ../nbs/20_metrics.ipynb #b3575624
 METRIC_NAMES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
@@ -326,44 +327,112 @@ def evaluate(predictions: Sequence[str], references: Sequence[Sequence[str]],
     return {m: corpus[m] for m in keep}, {m: per_clip[m] for m in keep}
 
 # %% ../nbs/20_metrics.ipynb #204c50a1
-def _read_csv(path: str | os.PathLike, what: str) -> list[dict]:
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),  # before UTF-16: FF FE starts both
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"), (b"\xef\xbb\xbf", "utf-8-sig"))
+
+def _decode(raw: bytes, path: Path, encoding: str | None) -> str:
+    "The text of a CSV file: UTF-8 (BOM optional), UTF-16/32 by BOM, or `encoding` when given; errors name the line."
+    enc = encoding or next((e for bom, e in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        return raw.decode(enc).removeprefix("\ufeff")  # a BOM left by a named encoding (--encoding utf-8)
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r} (e.g. utf-8, utf-16, latin-1, cp1252)") from None
+    except UnicodeDecodeError as e:
+        head = raw[: e.start]
+        line = head.count(b"\n") + 1
+        col = e.start - (head.rfind(b"\n") + 1) + 1
+        hint = ("; if the file is in another encoding, name it with --encoding (e.g. --encoding latin-1)"
+                if encoding is None else "")
+        raise ValueError(f"{path}, line {line}: byte 0x{raw[e.start]:02X} (byte {col} of the line) is not valid "
+                         f"{enc.replace('-sig', '').upper()} ({e.reason}){hint}") from None
+
+def read_csv_rows(path: str | os.PathLike, what: str = "CSV", encoding: str | None = None) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Read a CSV strictly: `(header, [(line, row dict)])`, blank lines skipped. Raises FileNotFoundError or
+    ValueError naming the file, the line and the problem (encoding, field count, a field spanning lines)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} file {path} is a directory, not a CSV file")
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
-    for enc in ("utf-8-sig", "latin-1"):     # the real Clotho CSVs are not all UTF-8
-        try:
-            with open(path, newline="", encoding=enc) as f:
-                return list(csv.DictReader(f))
-        except UnicodeDecodeError:
-            continue
-    raise ValueError(f"cannot decode {path}")
+    text = _decode(path.read_bytes(), path, encoding)
+    if "\0" in text:  # valid UTF-8, but not text: UTF-16 without its byte-order mark reads as ASCII and NULs
+        line = text[: text.index("\0")].count("\n") + 1
+        raise ValueError(f"{path}, line {line}: a NUL character: this is not a text file in "
+                         f"{encoding or 'UTF-8'} (UTF-16 without its byte-order mark? then --encoding utf-16-le)")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header, rows, start = None, [], 1
+    try:
+        for fields in reader:
+            line, start = start, reader.line_num + 1  # the row's first line; the next row's
+            if not fields or fields == [""]:
+                continue
+            spans = next((f for f in fields if "\n" in f or "\r" in f), None)
+            if spans is not None:
+                raise ValueError(f"{path}, line {line}: a quoted field runs over lines {line}-{reader.line_num} "
+                                 f"({spans[:60]!r}...): an unbalanced quote? fields may not span lines")
+            if header is None:
+                header = [h.strip() for h in fields]
+                dup = sorted({h for h in header if header.count(h) > 1})
+                if dup:
+                    raise ValueError(f"{path}, line {line}: the header names column(s) {dup} twice")
+                continue
+            if len(fields) != len(header):
+                raise ValueError(f"{path}, line {line}: {len(fields)} field(s) where the header has {len(header)} "
+                                 f"({', '.join(header)}): a missing field, or an unquoted comma in a caption?")
+            rows.append((line, dict(zip(header, fields))))
+    except csv.Error as e:
+        if "end of data" in str(e):
+            where = f"a quoted field opened on line {start} is never closed (an unbalanced quote?)"
+        elif reader.line_num > start:
+            where = f"a quoted field opened on line {start} runs to line {reader.line_num} ({e}): an unbalanced quote?"
+        else:
+            where = str(e)
+        raise ValueError(f"{path}, line {start}: {where}") from None
+    if header is None:
+        raise ValueError(f"{path}: the {what} file is empty (no header line)")
+    return header, rows
+
+def _keyed(path, rows: list[tuple[int, dict]]) -> None:
+    "Every row has a file name, and none twice."
+    seen: dict[str, int] = {}
+    for line, r in rows:
+        name = r["file_name"].strip()
+        if not name:
+            raise ValueError(f"{path}, line {line}: the file_name field is empty")
+        if name in seen:
+            raise ValueError(f"{path}, line {line}: {name!r} appears again (first on line {seen[name]}); "
+                             "each clip must have one row")
+        seen[name] = line
 
 
-def read_predictions(path) -> dict[str, str]:
-    "file_name -> caption from a `file_name,caption` CSV."
-    rows = _read_csv(path, "predictions")
-    if not rows or not {"file_name", "caption"} <= set(rows[0]):
-        raise ValueError(f"{path}: expected columns file_name,caption, got {list(rows[0]) if rows else 'no rows'}")
+def read_predictions(path, encoding: str | None = None) -> dict[str, str]:
+    "file_name -> caption from a `file_name,caption` CSV (read strictly: `read_csv_rows`)."
+    header, rows = read_csv_rows(path, "predictions", encoding)
+    if not {"file_name", "caption"} <= set(header):
+        raise ValueError(f"{path}: expected columns file_name,caption, got {header}")
+    if not rows:
+        raise ValueError(f"{path}: no predictions (only a header)")
+    _keyed(path, rows)
+    return {r["file_name"].strip(): r["caption"] for _, r in rows}
+
+
+_REF_COLUMN = re.compile(r"caption_\d+")
+
+def read_references(path, encoding: str | None = None) -> dict[str, list[str]]:
+    "file_name -> list of captions from a Clotho captions CSV (columns caption_1..caption_N; read strictly)."
+    header, rows = read_csv_rows(path, "references", encoding)
+    cols = [c for c in header if _REF_COLUMN.fullmatch(c)]
+    if "file_name" not in header or not cols:
+        raise ValueError(f"{path}: expected a Clotho captions CSV (file_name,caption_1,...,caption_5), got {header}")
+    if not rows:
+        raise ValueError(f"{path}: no references (only a header)")
+    _keyed(path, rows)
     out = {}
-    for i, r in enumerate(rows):
-        if r["file_name"] in out:
-            raise ValueError(f"{path}: {r['file_name']!r} appears twice (row {i + 2})")
-        out[r["file_name"]] = r["caption"] or ""
-    return out
-
-
-def read_references(path) -> dict[str, list[str]]:
-    "file_name -> list of captions from a Clotho captions CSV (caption_1..caption_N)."
-    rows = _read_csv(path, "references")
-    cols = [c for c in (rows[0] if rows else {}) if c and c.startswith("caption_")]
-    if not rows or "file_name" not in rows[0] or not cols:
-        raise ValueError(f"{path}: expected a Clotho captions CSV (file_name,caption_1,...,caption_5)")
-    out = {}
-    for r in rows:
-        caps = [r[c].strip() for c in cols if r.get(c) and r[c].strip()]
+    for line, r in rows:
+        caps = [r[c].strip() for c in cols if r[c].strip()]
         if not caps:
-            raise ValueError(f"{path}: {r['file_name']!r} has no reference caption")
-        out[r["file_name"]] = caps
+            raise ValueError(f"{path}, line {line}: {r['file_name'].strip()!r} has no reference caption")
+        out[r["file_name"].strip()] = caps
     return out
 
 
@@ -383,9 +452,12 @@ def cli_evaluate(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics", default=",".join(METRIC_NAMES), help="comma-separated subset")
     ap.add_argument("--json", action="store_true", help="print JSON (corpus and per-clip scores)")
     ap.add_argument("--allow-missing", action="store_true", help="score only the clips that have predictions")
+    ap.add_argument("--encoding", default=None, help="the CSVs' encoding when it is not UTF-8 (UTF-8 with or "
+                    "without a BOM, and UTF-16 with its BOM, are recognised), e.g. latin-1 or cp1252")
     args = ap.parse_args(argv)
     try:
-        pred, refs = read_predictions(args.predictions), read_references(args.references)
+        pred = read_predictions(args.predictions, args.encoding)
+        refs = read_references(args.references, args.encoding)
         no_refs = [k for k in pred if k not in refs]
         if no_refs:
             raise ValueError(f"{len(no_refs)} predicted clips have no references in {args.references}, "
@@ -412,7 +484,7 @@ def cli_evaluate(argv: list[str] | None = None) -> int:
         print(f"{len(names)} clips\n{_table(corpus)}")
     return 0
 
-# %% ../nbs/20_metrics.ipynb #246f38a5
+# %% ../nbs/20_metrics.ipynb #811e8e5e
 CORENLP_URL = "http://nlp.stanford.edu/software/stanford-corenlp-full-2015-12-09.zip"  # pycocoevalcap's source
 MAVEN_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 _POM = ('<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .audio import AUDIO_EXTENSIONS, shown
 from .core import data_root, get_device, get_logger
 
 # %% auto #0
@@ -57,8 +58,8 @@ class AudioSearcher:
         from aacnb.checkpoints import build_from_checkpoint
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"model checkpoint {path} not found (a best.pt or last.pt written by training "
-                                    "a retrieval model)")
+            raise FileNotFoundError(f"model checkpoint {path} " + ("is a directory" if path.is_dir() else "not found")
+                                    + " (--model takes a best.pt or last.pt written by training a retrieval model)")
         model = build_from_checkpoint(path)
         if not hasattr(model, "encode_audio") or not hasattr(model, "encode_text"):
             raise TypeError(f"{path} holds a {type(model).__name__}, not a retrieval model "
@@ -71,15 +72,17 @@ class AudioSearcher:
         return list(e.float().cpu().numpy())
 
     def index(self, folder: str | Path, progress: bool = False) -> list[Path]:
-        "Embed every .wav/.flac/.ogg file under `folder` (cached); returns the indexed paths."
+        "Embed every audio file (`AUDIO_EXTENSIONS`) under `folder` (cached); returns the indexed paths."
         from aacnb.encoders import ENCODER_REVISION
-        from aacnb.features import AUDIO_SUFFIXES, extract_features
+        from aacnb.features import extract_features
         root = Path(folder)
+        if root.is_file():
+            raise FileNotFoundError(f"{shown(root)} is a file, not a folder: search takes the folder to search")
         if not root.is_dir():
-            raise FileNotFoundError(f"{root} is not a folder")
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            raise FileNotFoundError(f"{shown(root)}: no such folder")
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
         if not files:
-            raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {root}")
+            raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {shown(root)}")
         items = [(_file_id(root, p), p) for p in files]
         settings = {"kind": "biencoder-audio-embedding", "model": self.model_key, "encoder": ENCODER_REVISION}
         tag = hashlib.sha1(json.dumps([settings, str(root.resolve()), self.max_seconds]).encode()).hexdigest()[:16]
@@ -91,6 +94,10 @@ class AudioSearcher:
         cache = extract_features(items, self._embed, cache_path, settings, batch_size=self.batch_size,
                                  max_seconds=self.max_seconds, progress=progress, on_error="skip")
         kept = [(i, p) for i, p in items if i in cache]
+        if not kept:
+            cache.close()
+            why = "; ".join(list(cache.failed.values())[:3])
+            raise ValueError(f"none of the {len(items)} audio file(s) under {shown(root)} could be read, e.g. {why}")
         if len(kept) < len(items):
             get_logger("aacnb.search").warning(f"{len(items) - len(kept)} file(s) could not be read and are not searched")
         self.paths = [p for _, p in kept]
@@ -117,7 +124,8 @@ def cli_search(argv: list[str] | None = None) -> int:
     "`aacnb search`: rank the audio files of a folder by a text query with a trained retrieval model."
     ap = argparse.ArgumentParser(prog="aacnb search", description=cli_search.__doc__)
     ap.add_argument("--model", required=True, help="checkpoint of a trained retrieval model (best.pt / last.pt)")
-    ap.add_argument("--folder", required=True, help="folder searched recursively for .wav/.flac/.ogg files")
+    ap.add_argument("--folder", required=True, help="folder searched recursively for audio files "
+                    f"({'/'.join(AUDIO_EXTENSIONS)})")
     ap.add_argument("--query", required=True, action="append",
                     help="text to search for (repeat --query for several queries)")
     ap.add_argument("--top", type=int, default=10, help="how many results to show (default 10)")
@@ -144,5 +152,5 @@ def cli_search(argv: list[str] | None = None) -> int:
     for q, hits in results.items():
         print(f"query: {q!r}  ({len(s.paths)} files)")
         for h in hits:
-            print(f"  {h['rank']:>3}  {h['score']:+.3f}  {h['path']}")
+            print(f"  {h['rank']:>3}  {h['score']:+.3f}  {shown(h['path'])}")
     return 0
