@@ -18,7 +18,7 @@ from .text import tokenize
 
 # %% auto #0
 __all__ = ['as_models', 'Stepper', 'strip', 'greedy_decode', 'sample_decode', 'beam_search', 'beam_search_reference',
-           'caption_batches', 'caption_scores', 'caption_eval']
+           'caption_batches', 'caption_scores', 'caption_eval', 'paired_bootstrap', 'ensemble_vs_members']
 
 # %% ../nbs/31_decoding.ipynb #247e08ae
 def as_models(model_or_models) -> list[Captioner]:
@@ -283,3 +283,28 @@ def caption_eval(models, records: list, cache, vocab, beam_size: int = 3, max_le
                       for r, x in zip(recs, ids)]
     scores = caption_scores([p["caption"] for p in preds], [p["references"] for p in preds], full, metrics)
     return scores, preds
+
+# %% ../nbs/31_decoding.ipynb #82b5a0f1
+def paired_bootstrap(a, b, n_resamples: int = 5000, seed: int = 0) -> tuple[float, float, float]:
+    "Mean of `a - b` (two systems' scores on the same items) and its 95% paired-bootstrap interval: (mean, low, high)."
+    import numpy as np
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if d.ndim != 1 or len(d) == 0:
+        raise ValueError(f"paired_bootstrap needs two equally long, non-empty score lists; got shapes {np.shape(a)}, {np.shape(b)}")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(n_resamples, len(d)))].mean(1)
+    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+def ensemble_vs_members(ensemble: Sequence[str], members: dict[str, Sequence[str]],
+                        references: Sequence[Sequence[str]], seed: int = 0) -> list[dict]:
+    """The ensemble's captions against each member's, clip by clip (CIDEr-D, as fractions): one row per member with
+    both corpus scores, their difference (ensemble - member) and its 95% paired-bootstrap interval."""
+    scorer = CiderD(tokenize=tokenize)
+    ens = scorer.compute(list(ensemble), references)[1]
+    rows = []
+    for name, captions in members.items():
+        mem = scorer.compute(list(captions), references)[1]
+        diff, low, high = paired_bootstrap(ens, mem, seed=seed)
+        rows.append(dict(member=name, member_cider_d=float(mem.mean()), ensemble_cider_d=float(ens.mean()),
+                         difference=diff, low=low, high=high, n_clips=len(references)))
+    return rows

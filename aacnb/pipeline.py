@@ -195,7 +195,7 @@ def write_resources(profile: Profile | str, res: dict | None = None) -> Path:
     return out / "resources.md"
 
 # %% ../nbs/44_pipeline.ipynb #6592ecd3
-def _dry_run(p: Profile, runs: list[Run], tables, force: bool, nproc: int, say) -> dict:
+def _dry_run(p: Profile, runs: list[Run], tables, forced: set[str], nproc: int, say) -> dict:
     "List what `run_pipeline` would do, and check the data and weights the runs need; run nothing."
     root = runs_root(p)
     say(f"\n# dry run: {len(runs)} runs for profile {p.name}" + (f", tables {sorted(tables)}" if tables else "")
@@ -203,9 +203,9 @@ def _dry_run(p: Profile, runs: list[Run], tables, force: bool, nproc: int, say) 
     status = {}
     for r in runs:
         status[r.name] = run_status(r, root)
-        what = "skip (complete)" if status[r.name] == "complete" and not force else "would run"
+        what = "skip (complete)" if status[r.name] == "complete" and r.name not in forced else "would run"
         say(f"  {r.name:<32} {r.notebook:<26} {what:<16} {r.desc}" + (f"  <- {', '.join(r.deps)}" if r.deps else ""))
-    redo = [n for n, s in status.items() if s == "stale" or (force and (root / n).exists())]
+    redo = [n for n, s in status.items() if s == "stale" or (n in forced and (root / n).exists())]
     if redo:
         say(f"  ({len(redo)} existing run folder(s) would be moved aside as <run>.old-<UTC time>, not deleted)")
     checks = data_checks(p) + weight_checks(p)
@@ -214,13 +214,14 @@ def _dry_run(p: Profile, runs: list[Run], tables, force: bool, nproc: int, say) 
         say(f"  [{'ok' if ok else 'MISSING'}] {what}: {detail}")
     return dict(runs=[r.name for r in runs], status=status, checks=checks, ran=[], skipped=[])
 
-def _run_all(runs: list[Run], root: Path, force: bool, say) -> tuple[list[str], list[str], dict]:
-    "Execute the runs that are not complete (and all downstream of one that ran); (ran, skipped, seconds)."
+def _run_all(runs: list[Run], root: Path, forced: set[str], say) -> tuple[list[str], list[str], dict]:
+    "Execute the runs that are not complete or are `forced` (and all downstream of one that ran); (ran, skipped, seconds)."
     executed, skipped, seconds = set(), [], {}
     for i, r in enumerate(runs):
         at = f"[{i + 1}/{len(runs)}]"
         st = run_status(r, root)
         upstream = [d for d in r.deps if d in executed]
+        force = r.name in forced
         if st == "complete" and not force and not upstream:
             upgraded = " (marker rewritten with its fingerprint)" if upgrade_marker(r, root) else ""
             skipped.append(r.name)
@@ -237,17 +238,20 @@ def _run_all(runs: list[Run], root: Path, force: bool, say) -> tuple[list[str], 
     return [r.name for r in runs if r.name in executed], skipped, seconds
 
 def run_pipeline(profile: Profile | str, tables: Iterable[int] | None = None, force: bool = False,
-                 dry_run: bool = False, report: bool = True, out=None, nproc: int = 1) -> dict:
-    "Run (or, with `dry_run`, list) the study for `profile`; return {'ran', 'skipped', 'seconds', ...}."
+                 dry_run: bool = False, report: bool = True, out=None, nproc: int = 1,
+                 run_names: Iterable[str] | None = None) -> dict:
+    """Run (or, with `dry_run`, list) the study for `profile`; return {'ran', 'skipped', 'seconds', ...}.
+    `run_names`: run these again (complete or not), what they need when it is not complete, and what depends on them."""
     out = out or sys.stdout
     p = show_profile(profile, file=out)
-    runs = with_nproc(select_runs(plan_runs(p), tables), nproc)
+    runs = with_nproc(select_runs(plan_runs(p), tables, run_names), nproc)
+    forced = {r.name for r in runs} if force else set(run_names or ())
     say = lambda *a: print(*a, file=out, flush=True)
     if dry_run:
-        return _dry_run(p, runs, tables, force, nproc, say)
+        return _dry_run(p, runs, tables, forced, nproc, say)
     say(f"fidelity table: {write_fidelity(p)}")
     t_all = time.time()
-    ran, skipped, seconds = _run_all(runs, runs_root(p), force, say)
+    ran, skipped, seconds = _run_all(runs, runs_root(p), forced, say)
     res = dict(runs=[r.name for r in runs], ran=ran, skipped=skipped, seconds=seconds)
     if report:
         t0 = time.time()
@@ -268,6 +272,8 @@ def _reproduce_parser() -> argparse.ArgumentParser:
     ap.add_argument("--table", type=int, action="append", choices=[1, 2, 3, 4],
                     help="only the runs this table needs (repeatable); default all four")
     ap.add_argument("--force", action="store_true", help="rerun runs that are already complete")
+    ap.add_argument("--run", action="append", metavar="NAME", help="rerun this run even when complete, with what it "
+                    "needs (when not complete) and what depends on it (repeatable; names: --dry-run lists them)")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and check data and weights; run nothing")
     ap.add_argument("--nproc", type=int, default=1, help="train in N processes on this machine (torchrun; one per "
                     "GPU, or CPU processes for device cpu); default 1")
@@ -277,7 +283,7 @@ def _reproduce_parser() -> argparse.ArgumentParser:
     return ap
 
 def cli_reproduce(argv: list[str] | None = None) -> int:
-    "`aacnb reproduce --profile tiny|paper|PATH [--smoke] [--table N] [--force] [--dry-run] [--nproc N]`"
+    "`aacnb reproduce --profile tiny|paper|PATH [--smoke] [--table N] [--run NAME] [--force] [--dry-run] [--nproc N]`"
     args = _reproduce_parser().parse_args(argv)
     name = args.profile
     if name.endswith("-smoke") and not name.endswith((".yaml", ".yml")) and not (profiles_dir() / f"{name}.yaml").exists():
@@ -296,7 +302,11 @@ def cli_reproduce(argv: list[str] | None = None) -> int:
         print(f"aacnb reproduce: {problem}", file=sys.stderr)
         return 2
     try:
-        res = run_pipeline(p, tables=args.table, force=args.force, dry_run=args.dry_run, nproc=args.nproc)
+        res = run_pipeline(p, tables=args.table, force=args.force, dry_run=args.dry_run, nproc=args.nproc,
+                           run_names=args.run)
+    except ValueError as e:           # an unknown run name: the message lists the profile's runs
+        print(f"aacnb reproduce: {e}", file=sys.stderr)
+        return 2
     except RunFailed as e:
         print(f"aacnb reproduce: {e}", file=sys.stderr)
         return 1

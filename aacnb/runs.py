@@ -188,12 +188,22 @@ def plan_runs(profile: Profile) -> list[Run]:
     return runs
 
 # %% ../nbs/42_runs.ipynb #a24898b7
-def select_runs(runs: list[Run], tables: Iterable[int] | None = None) -> list[Run]:
-    "The runs `tables` need (all when None), with everything they depend on, in plan order."
-    if not tables:
-        return list(runs)
+def select_runs(runs: list[Run], tables: Iterable[int] | None = None, names: Iterable[str] | None = None) -> list[Run]:
+    """The runs `tables` need (all when None), with everything they depend on, in plan order. `names`: only these
+    runs, everything they depend on, and everything that depends on them (their results would be stale otherwise)."""
     by = {r.name: r for r in runs}
-    want = {r.name for r in runs if set(r.tables) & set(tables)}
+    if names:
+        unknown = sorted(set(names) - set(by))
+        if unknown:
+            raise ValueError(f"no run named {', '.join(unknown)} in this profile; its runs: {', '.join(by)}")
+        want = set(names)
+        for r in runs:                             # plan order: a run's dependencies come before it
+            if set(r.deps) & want:
+                want.add(r.name)
+    elif tables:
+        want = {r.name for r in runs if set(r.tables) & set(tables)}
+    else:
+        return list(runs)
     stack = list(want)
     while stack:
         for dep in by[stack.pop()].deps:

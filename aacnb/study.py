@@ -13,8 +13,8 @@ __all__ = ['data_root', 'reports_root', 'set_threads', 'DATASETS', 'clotho_split
            'write_profile', 'audio_encoder_of', 'retrieval_eval', 'retrieval_scores', 'MARKER', 'TRAINING_NOTEBOOKS',
            'Run', 'RunFailed', 'execute_run', 'experiments_dir', 'load_run_result', 'plan_runs', 'run_status',
            'runs_root', 'save_run_result', 'select_runs', 'selected_checkpoint', 'with_nproc', 'TABLE_TITLES',
-           'chance_t2a', 'make_figures', 'random_caption_scores', 'runs_markdown', 'table1', 'table2', 'table3',
-           'table4', 'table_markdown', 'write_report', 'write_tables']
+           'chance_t2a', 'ensembles_vs_members_markdown', 'make_figures', 'random_caption_scores', 'runs_markdown',
+           'table1', 'table2', 'table3', 'table4', 'table_markdown', 'write_report', 'write_tables']
 
 # %% ../nbs/45_study.ipynb #fd1d7729
 from .core import data_root, reports_root, set_threads
@@ -32,8 +32,9 @@ from .retrieval import audio_encoder_of, retrieval_eval, retrieval_scores
 from .runs import (MARKER, TRAINING_NOTEBOOKS, Run, RunFailed, execute_run, experiments_dir, load_run_result,
                         plan_runs, run_status, runs_root, save_run_result, select_runs, selected_checkpoint,
                         with_nproc)
-from .tables import (TABLE_TITLES, chance_t2a, make_figures, random_caption_scores, runs_markdown, table1,
-                          table2, table3, table4, table_markdown, write_report, write_tables)
+from .tables import (TABLE_TITLES, chance_t2a, ensembles_vs_members_markdown, make_figures,
+                          random_caption_scores, runs_markdown, table1, table2, table3, table4, table_markdown,
+                          write_report, write_tables)
 
 _all_ = ["data_root", "reports_root", "set_threads", "DATASETS", "clotho_splits", "read_records", "train_subset",
          "caption_batches", "caption_eval", "caption_scores", "FIDELITY", "PAPER_CAPTIONER_CONFIGS",
@@ -45,5 +46,5 @@ _all_ = ["data_root", "reports_root", "set_threads", "DATASETS", "clotho_splits"
          "write_profile", "audio_encoder_of", "retrieval_eval", "retrieval_scores", "MARKER", "TRAINING_NOTEBOOKS",
          "Run", "RunFailed", "execute_run", "experiments_dir", "load_run_result", "plan_runs", "run_status",
          "runs_root", "save_run_result", "select_runs", "selected_checkpoint", "with_nproc", "TABLE_TITLES",
-         "chance_t2a", "make_figures", "random_caption_scores", "runs_markdown", "table1", "table2", "table3",
+         "chance_t2a", "ensembles_vs_members_markdown", "make_figures", "random_caption_scores", "runs_markdown", "table1", "table2", "table3",
          "table4", "table_markdown", "write_report", "write_tables"]

@@ -23,7 +23,8 @@ from .runs import MARKER, RunFailed, experiments_dir, load_run_result, plan_runs
 
 # %% auto #0
 __all__ = ['T3_SHORT', 'TABLE_TITLES', 'TABLES', 'table1', 'table2', 'chance_t2a', 'random_caption_scores', 'table3', 'table4',
-           'table_markdown', 'write_tables', 'make_figures', 'write_report', 'runs_markdown']
+           'table_markdown', 'write_tables', 'make_figures', 'write_report', 'runs_markdown', 'ensembles_vs_members',
+           'ensembles_vs_members_markdown']
 
 # %% ../nbs/43_tables.ipynb #30c4c9dc
 def _fmt(v, nd=1) -> str:
@@ -352,3 +353,53 @@ def runs_markdown(profile: Profile | str) -> str:
                      "seconds": _fmt(info.get("seconds"), 1), "commit": info.get("provenance", {}).get("commit", ""),
                      "executed notebook": f"runs/{p.name}/{r.name}.ipynb" if m.exists() else ""})
     return markdown_table(rows, list(rows[0])) + f"\n\nTotal run time: {total:.0f} s.\n"
+
+# %% ../nbs/43_tables.ipynb #90f2ae4b
+def _interval(r: dict) -> str:
+    return f"{100 * r['difference']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]"
+
+def ensembles_vs_members(p: Profile) -> list[dict]:
+    "One row per (ensemble, stage, split) from the ensemble runs' `vs_members.json`: the ensemble, its best and worst member."
+    rows = []
+    for e in p.captioning.ensembles:
+        f = runs_root(p) / f"cap_ens_{e.name}" / "vs_members.json"
+        if not f.exists():
+            continue
+        found = load_json(f)
+        for stage in ("xe", "scst"):
+            for split in ("test", "val"):
+                rs = sorted((r for r in found if r["stage"] == stage and r["split"] == split),
+                            key=lambda r: r["member_cider_d"])
+                if rs:
+                    rows.append(dict(ensemble=e.name, stage=stage, split=split, n_clips=rs[0]["n_clips"],
+                                     ensemble_cider_d=rs[0]["ensemble_cider_d"], best=rs[-1], worst=rs[0],
+                                     below_all=rs[0]["difference"] < 0))
+    return rows
+
+def ensembles_vs_members_markdown(profile: Profile | str) -> str:
+    "The rows of `ensembles_vs_members` as a Markdown table (CIDEr-D in percent), and what they say, in words."
+    p = profile if isinstance(profile, Profile) else load_profile(profile)
+    rows = ensembles_vs_members(p)
+    if not rows:
+        return "No captioning-ensemble run has compared itself with its members yet (`vs_members.json`).\n"
+    shown = [{
+        "ensemble": r["ensemble"], "stage": r["stage"].upper(), "split": f"{r['split']} ({r['n_clips']} clips)",
+        "ensemble CIDEr-D": _fmt(100 * r["ensemble_cider_d"]),
+        "best member": f"{r['best']['member']} {_fmt(100 * r['best']['member_cider_d'])}",
+        "ensemble - best": _interval(r["best"]),
+        "worst member": f"{r['worst']['member']} {_fmt(100 * r['worst']['member_cider_d'])}",
+        "ensemble - worst": _interval(r["worst"])} for r in rows]
+    table = markdown_table(shown, list(shown[0]))
+    below = [r for r in rows if r["below_all"]]
+    words = [f"The ensemble is below all of its members in {len(below)} of {len(rows)} (ensemble, stage, split) cases."]
+    for r in below:
+        sure = r["worst"]["high"] < 0
+        other = next((o for o in rows if (o["ensemble"], o["stage"]) == (r["ensemble"], r["stage"])
+                      and o["split"] != r["split"]), None)
+        words.append(f"{r['ensemble']} after {r['stage'].upper()} on {r['split']}: even against its worst member the "
+                     f"95% interval of the difference ({_interval(r['worst'])}) "
+                     + ("lies below 0" if sure else "includes 0, so this split cannot tell them apart")
+                     + ("" if other is None else f"; on {other['split']} the same ensemble is "
+                        + ("below all members too" if other["below_all"] else
+                           f"{_interval(other['best'])} against its best member")) + ".")
+    return table + "\n\n" + " ".join(words) + "\n"
