@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .captioning import CaptionConfig
 from .core import atomic_write, markdown_table, reports_root
 from .train_config import TrainConfig
 
@@ -58,7 +59,8 @@ PAPER_CAPTIONER_CONFIGS = [  # (label, decoder, num_layers)
 _AUTHORS = "wsntxxn/AudioCaption@dcase2022"
 _CLAP = "wsntxxn/DCASE2022T6_CLAP"
 FIDELITY: list[tuple[str, str, str, str, str, str]] = [
-    # (area, setting, the report, the authors' code, its source, this profile: a path into the profile, or "=text")
+    # (area, setting, the report, the authors' code, its source, this profile: paths into the profile ("captioner.X":
+    # each captioner's CaptionConfig field X), or "=text")
     ("retrieval", "epochs (pre-train, fine-tune)", "20, 20", "iteration-based trainer", f"{_CLAP} trainer/ddp_trainer.py",
      "retrieval.pretrain.epochs, retrieval.finetune.epochs"),
     ("retrieval", "batch size", "128", "128", f"{_CLAP} configs/data.json", "retrieval.finetune.batch_size"),
@@ -89,11 +91,11 @@ FIDELITY: list[tuple[str, str, str, str, str, str]] = [
      "(contrastive_pretrain_cnn14_bertm.pth)", f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml",
      "feature_extractor.audio, feature_extractor.text"),
     ("captioning", "BiGRU encoder", "256 x 3 (Table 1)", "hidden 256, 3 layers, bidirectional",
-     f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml", "=CaptionConfig: enc_hidden 256, enc_layers 3"),
+     f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml", "captioner.enc_hidden, captioner.enc_layers"),
     ("captioning", "BiGRU dropout", "not stated", "0.5", f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml",
-     "=CaptionConfig.enc_dropout 0.5"),
+     "captioner.enc_dropout"),
     ("captioning", "decoder dropout", "not stated", "0.2", f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml",
-     "=CaptionConfig.dropout 0.2"),
+     "captioner.dropout"),
     ("captioning", "XE epochs", "25", "25", f"{_AUTHORS} eg_configs/dcase2022/cnn14rnn_2trm.yaml", "captioning.xe.epochs"),
     ("captioning", "XE batch size", "64", "32 (the data config; the dcase2022 config keeps it)",
      f"{_AUTHORS} eg_configs/clotho_v2/waveform/train_data.yaml", "captioning.xe.batch_size"),
@@ -151,6 +153,10 @@ def fidelity_rows(profile: Profile) -> list[dict]:
     "The FIDELITY table with this profile's values filled in from the profile itself."
     d, defaults = dataclasses.asdict(profile), {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     def one(path: str) -> str:
+        if path.startswith("captioner."):     # every captioner's value: its override, else CaptionConfig's default
+            name = path.partition(".")[2]
+            return ", ".join(dict.fromkeys(str(s["overrides"].get(name, getattr(CaptionConfig, name)))
+                                           for s in d["captioning"]["systems"]))
         v = _profile_value(d, path)
         v = None if v is _ABSENT else v
         if v is None and path.rpartition(".")[2] in defaults:       # a training field the profile leaves alone
