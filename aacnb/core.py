@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import numbers
 import platform
 import random
 import subprocess
@@ -201,8 +202,22 @@ class Config:
             v = getattr(self, f.name)
             # with `from __future__ import annotations` field types are strings
             if f.type in (float, "float") and isinstance(v, int) and not isinstance(v, bool):
-                setattr(self, f.name, float(v))  # YAML writes 1e-4 as a float but 1 as an int
+                v = float(v)                     # YAML writes 1e-4 as a float but 1 as an int
+                setattr(self, f.name, v)
+            self._check_type(f, v)
         self.validate()
+
+    _SIMPLE = {"int": numbers.Integral, "float": numbers.Real, "bool": bool, "str": str}  # numpy ints are Integral
+
+    def _check_type(self, f: dataclasses.Field, v) -> None:
+        "A field annotated `int`, `float`, `bool` or `str` (or one of them `| None`) holds such a value."
+        t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        name, _, rest = t.partition(" | ")
+        if name not in self._SIMPLE or rest not in ("", "None") or (v is None and rest == "None"):
+            return
+        ok = isinstance(v, self._SIMPLE[name]) and (name == "bool" or not isinstance(v, bool))
+        self._check(ok, f.name, f"must be {'an' if name == 'int' else 'a'} {name}{' or null' if rest else ''}, "
+                    f"not {type(v).__name__}")
 
     def validate(self) -> None:
         "Override to check fields; call `self._check(cond, field, message)`."

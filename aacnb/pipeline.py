@@ -24,12 +24,13 @@ from .core import atomic_write, git_commit, load_json, markdown_table, reports_r
 from .paper import write_fidelity
 from .profile import Profile, ProfileError, load_profile, profiles_dir, show_profile, smoke_profile, write_profile
 from .retrieval import weights_status
-from .runs import (MARKER, Run, RunFailed, execute_run, plan_runs, run_status, runs_root, select_runs,
-                        upgrade_marker, with_nproc)
+from .runs import (MARKER, Run, RunFailed, execute_run, output_problem, plan_runs, run_status, runs_root,
+                        select_runs, upgrade_marker, with_nproc)
 from .tables import write_report
 
 # %% auto #0
-__all__ = ['data_checks', 'weight_checks', 'PeakRSS', 'stage_of', 'write_resources', 'run_pipeline', 'cli_reproduce']
+__all__ = ['data_checks', 'device_check', 'weight_checks', 'PeakRSS', 'stage_of', 'write_resources', 'run_pipeline',
+           'cli_reproduce']
 
 # %% ../nbs/44_pipeline.ipynb #c8664bf0
 def _csv_column(path: Path, column: str) -> list[str]:
@@ -97,6 +98,20 @@ def data_checks(profile: Profile) -> list[tuple[str, bool, str]]:
     return out
 
 # %% ../nbs/44_pipeline.ipynb #bdeb32dc
+def device_check(profile: Profile) -> tuple[str, bool, str]:
+    "(what, ok, detail) for the profile's device: a `cuda` profile on a machine without CUDA fails now, not hours later."
+    dev = profile.device
+    if dev in ("cpu", "auto"):
+        where = "cuda" if dev == "auto" and torch.cuda.is_available() else "cpu"
+        return ("device", True, f"{dev}: runs on {where}")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(dev.partition(":")[2] or 0)
+    if index < n:
+        return ("device", True, f"{dev}: {torch.cuda.get_device_name(index)}")
+    have = f"this machine has {n} CUDA device(s)" if n else "torch sees no CUDA device here (no GPU, or a CPU-only torch)"
+    return ("device", False, f"the profile asks for {dev} but {have}; set `device: cpu` or `auto` in the profile, "
+            "or run on a machine with a GPU")
+
 def weight_checks(profile: Profile) -> list[tuple[str, bool, str]]:
     "(what, ok, detail) for every pretrained weight file the profile's systems start from."
     need: dict[tuple[str, str], str] = {}
@@ -208,7 +223,7 @@ def _dry_run(p: Profile, runs: list[Run], tables, forced: set[str], nproc: int, 
     redo = [n for n, s in status.items() if s == "stale" or (n in forced and (root / n).exists())]
     if redo:
         say(f"  ({len(redo)} existing run folder(s) would be moved aside as <run>.old-<UTC time>, not deleted)")
-    checks = data_checks(p) + weight_checks(p)
+    checks = [device_check(p)] + data_checks(p) + weight_checks(p)
     say("\n# checks")
     for what, ok, detail in checks:
         say(f"  [{'ok' if ok else 'MISSING'}] {what}: {detail}")
@@ -228,6 +243,8 @@ def _run_all(runs: list[Run], root: Path, forced: set[str], say) -> tuple[list[s
             say(f"{at} {r.name}: complete, skipped{upgraded}")
             continue
         why = "forced" if force else ("upstream re-ran" if upstream else st)
+        if st == "damaged":
+            say(f"{at} {r.name}: its output is damaged, so it runs again: {output_problem(r, root)}")
         say(f"{at} {r.name}: running {r.notebook} ({why}) ...")
         with PeakRSS() as mem:
             m = execute_run(r, root, force=force or bool(upstream), log=None, say=lambda s: say(f"{at} {s}"))
@@ -249,6 +266,9 @@ def run_pipeline(profile: Profile | str, tables: Iterable[int] | None = None, fo
     say = lambda *a: print(*a, file=out, flush=True)
     if dry_run:
         return _dry_run(p, runs, tables, forced, nproc, say)
+    what, ok, detail = device_check(p)
+    if not ok:
+        raise RunFailed(f"profile {p.name}: {detail}")
     say(f"fidelity table: {write_fidelity(p)}")
     t_all = time.time()
     ran, skipped, seconds = _run_all(runs, runs_root(p), forced, say)
@@ -311,7 +331,8 @@ def cli_reproduce(argv: list[str] | None = None) -> int:
         print(f"aacnb reproduce: {e}", file=sys.stderr)
         return 1
     if args.dry_run:
-        return 0 if all(ok for _, ok, _ in res["checks"]) or p.data.synthetic else 3
+        device_ok, rest_ok = res["checks"][0][1], all(ok for _, ok, _ in res["checks"][1:])
+        return 0 if device_ok and (rest_ok or p.data.synthetic) else 3
     return 0
 
 def _nproc_problem(nproc: int, device: str) -> str:

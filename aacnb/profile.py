@@ -126,6 +126,8 @@ class RetrievalSpec(Config):
             _check_sets(self, field)
         for field in ("pretrain", "finetune"):
             _check_train(self, field)
+        self._check(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+        self._check(self.embed_dim >= 1, "embed_dim", "must be >= 1")
 
 # %% ../nbs/41_profile.ipynb #bf5d3205
 @dataclasses.dataclass
@@ -182,6 +184,7 @@ class CaptioningSpec(Config):
             _check_train(self, stage)
         self._check(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
         self._check(self.beam_size >= 1, "beam_size", "must be >= 1")
+        self._check(self.max_len >= 1, "max_len", "must be >= 1 (the longest caption, in tokens)")
         self._check(self.scheduled_sampling_scheme in ("stepwise", "token"), "scheduled_sampling_scheme",
                     "must be 'stepwise' or 'token'")
         self._check(self.scst_items in ("pairs", "clips"), "scst_items", "must be 'pairs' or 'clips'")
@@ -221,6 +224,8 @@ class Profile(Config):
         self._check(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")
         self._check(self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"), "device",
                     "must be cpu, cuda, cuda:N or auto")
+        self._check(self.seed >= 0, "seed", "must be >= 0")
+        self._check(self.num_threads >= 0, "num_threads", "must be >= 0 (0: torch's default)")
 
 # %% ../nbs/41_profile.ipynb #dc5c8347
 def profiles_dir() -> Path:

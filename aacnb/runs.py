@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Iterable
 
 from .core import atomic_write, get_logger, git_commit, load_json, project_root, provenance, reports_root, save_json
+from .features import CacheError, FeatureCache
 from .paper import PAPER_EMBED_DIM
 from .profile import Profile, load_profile
 
 # %% auto #0
 __all__ = ['FINGERPRINT', 'TRAINING_NOTEBOOKS', 'MARKER', 'Run', 'runs_root', 'experiments_dir', 'plan_runs', 'select_runs',
-           'with_nproc', 'RunFailed', 'run_status', 'upgrade_marker', 'execute_run', 'save_run_result',
-           'load_run_result', 'selected_checkpoint']
+           'with_nproc', 'RunFailed', 'run_status', 'output_problem', 'upgrade_marker', 'execute_run',
+           'save_run_result', 'load_run_result', 'selected_checkpoint']
 
 # %% ../nbs/42_runs.ipynb #38c5cf08
 FINGERPRINT = 2  # markers record it: 2 = places hashed as what they stand for (before: as typed, no field)
@@ -258,11 +259,24 @@ def _recorded_for(path: Path, run: Run) -> bool:
     return False
 
 def run_status(run: Run, root: Path) -> str:
-    "'complete', 'stale' (done with other parameters) or 'missing'."
+    "'complete', 'stale' (done with other parameters), 'damaged' (done, but its output is unreadable now) or 'missing'."
     m = root / run.name / MARKER
     if not m.exists():
         return "missing"
-    return "complete" if _recorded_for(m, run) else "stale"
+    if not _recorded_for(m, run):
+        return "stale"
+    return "damaged" if output_problem(run, root) else "complete"
+
+def output_problem(run: Run, root: Path) -> str:
+    """Why a finished run's output cannot be used any more ('' when it can). The feature cache is checked (opened,
+    marked complete, every item there): a cache cut short after its run finished makes the run run again."""
+    if run.notebook != "features.ipynb":
+        return ""
+    try:
+        FeatureCache(root / run.name / "features.h5")
+    except CacheError as e:
+        return str(e)
+    return ""
 
 # %% ../nbs/42_runs.ipynb #d0507c4e
 def _set_aside(folder: Path) -> Path:
@@ -292,6 +306,7 @@ def execute_run(run: Run, root: Path, force: bool = False, log=None, say=None) -
     """Execute one run's notebook with papermill; write `COMPLETE.json` last. Raise `RunFailed` on error.
     A folder it does not resume is moved aside, never deleted; `log` (a logger) and `say` (a print) report where."""
     import papermill as pm  # here, not above: it takes seconds to import, and every experiment kernel imports this module
+    from nbclient.exceptions import DeadKernelError
     log = log or get_logger("aacnb.runs")
     out_dir, out_nb = root / run.name, root / f"{run.name}.ipynb"
     started = out_dir / "STARTED.json"  # an interrupted run resumes only with the parameters it started with
@@ -323,6 +338,12 @@ def execute_run(run: Run, root: Path, force: bool = False, log=None, say=None) -
         first = next((l for l in (e.source or "").splitlines() if l.strip() and not l.startswith("#")), "")
         raise RunFailed(f"run {run.name!r} failed in {out_nb}, cell In[{e.exec_count}] (cell #{e.cell_index}: "
                         f"{first[:80]!r}): {e.ename}: {e.evalue}", run.name, str(out_nb), e.cell_index) from None
+    except DeadKernelError:
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(tmp, out_nb)
+        raise RunFailed(f"run {run.name!r} died: its kernel process ended before the notebook did (killed, e.g. by "
+                        f"the out-of-memory killer, or crashed); what it printed is in {out_nb}. Rerun the same "
+                        f"command to resume it from its last checkpoint", run.name, str(out_nb)) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.replace(tmp, out_nb)
