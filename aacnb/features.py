@@ -186,6 +186,94 @@ def _set_aside(cache_path: Path, why: CacheDamaged, log) -> Path:
     log.warning(f"{why}: moved it to {dest} (delete that file when you no longer want it) and extracting again")
     return dest
 
+# %% ../nbs/06_features.ipynb #0f6c42fd
+def _unique_items(items: Sequence[tuple[str, str | os.PathLike]]) -> dict[str, Path]:
+    "audio_id -> path, in the order given: exact duplicates dropped, one id for two files refused."
+    paths: dict[str, Path] = {}
+    for audio_id, p in items:
+        audio_id = str(audio_id)
+        if audio_id in paths and paths[audio_id] != Path(p):
+            raise ValueError(f"audio id {audio_id!r} is given for two files: {paths[audio_id]} and {p}")
+        paths[audio_id] = Path(p)
+    return paths
+
+def _settings_key(settings: dict, sample_rate: int, max_seconds: float | None) -> str:
+    "The cache's settings key: `settings` and the loader's arguments, which `settings` may not contradict."
+    loader = {"load_sample_rate": sample_rate, "load_max_seconds": max_seconds}
+    clash = [k for k in loader if k in settings and settings[k] != loader[k]]
+    if clash:
+        raise ValueError(f"settings {clash} contradict the loader arguments {loader}")
+    return settings_json({**settings, **loader})
+
+def _reuse_finished(cache_path: Path, part: Path, paths: dict[str, Path], key: str, log) -> FeatureCache | None:
+    """The finished cache at `cache_path` when it holds every id of `paths`; else None, after copying it to the
+    partial file `part` to grow (when there is no partial yet). Settings first (another extraction's file is an
+    error), then every item (a damaged cache is set aside and redone)."""
+    if not cache_path.exists():
+        return None
+    try:
+        cache = FeatureCache(cache_path)
+        _check_settings(cache_path, settings_json(cache.settings), key)
+        cache.verify().close()
+    except CacheDamaged as e:
+        _set_aside(cache_path, e, log)
+        return None
+    if all(i in cache or i in cache.failed for i in paths):
+        return cache
+    if not part.exists():  # grow a finished cache: extend a copy, rename it over the old one at the end
+        shutil.copyfile(cache_path, part)
+        with h5py.File(part, "a") as f:
+            f.attrs["complete"] = False
+    return None
+
+# %% ../nbs/06_features.ipynb #d7d6b118
+def _read_batch(ids: Sequence[str], paths: dict[str, Path], sample_rate: int, max_seconds: float | None,
+                on_error: str, failed: dict, log) -> tuple[list[str], list[torch.Tensor]]:
+    "The ids of `ids` that decode and their waveforms; another raises, or with `on_error='skip'` goes to `failed`."
+    read, wavs = [], []
+    for i in ids:
+        try:
+            wavs.append(load_audio(paths[i], sample_rate=sample_rate, max_seconds=max_seconds))
+            read.append(i)
+        except AudioError as e:
+            if on_error == "raise":
+                raise
+            failed[i] = str(e)
+            log.warning(f"skipping {shown(i)}: {e}")
+    return read, wavs
+
+def _store_batch(grp, fn: Callable, ids: Sequence[str], wavs: Sequence[torch.Tensor]) -> None:
+    "Run `fn` on the zero-padded batch of `wavs` and store its array for each of `ids` in `grp`."
+    lengths = torch.tensor([len(w) for w in wavs])                                   # (B,)
+    batch = torch.stack([F.pad(w, (0, int(lengths.max()) - len(w))) for w in wavs])  # (B, S)
+    outs = fn(batch, lengths)
+    if len(outs) != len(ids):
+        raise ValueError(f"fn returned {len(outs)} arrays for a batch of {len(ids)} clips")
+    for i, out in zip(ids, outs):
+        _store(grp, _name(i), _to_numpy(out))
+
+def _extract_missing(f, paths: dict[str, Path], fn: Callable, *, batch_size: int, sample_rate: int,
+                     max_seconds: float | None, on_error: str, progress: bool, desc: str, log) -> dict:
+    "Extract every clip of `paths` not yet in the open partial file `f`, flushing after each batch; the failed clips."
+    grp, failed = f["features"], json.loads(f.attrs["failed"])
+    todo = [i for i in paths if _name(i) not in grp and i not in failed]
+    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), disable=not progress, unit="clip", desc=desc)
+    try:
+        sizes = [audio_samples(paths[i], sample_rate, max_seconds) for i in todo]  # from the file headers
+        for group in length_batches(sizes, batch_size):  # neighbours by length, longest first
+            ids, wavs = _read_batch([todo[k] for k in group], paths, sample_rate, max_seconds, on_error, failed, log)
+            if ids:
+                _store_batch(grp, fn, ids, wavs)
+            f.attrs["failed"] = json.dumps(failed)
+            f.flush()
+            bar.update(len(group))
+    finally:
+        bar.close()
+    f.attrs["provenance"] = json.dumps(provenance(n_items=len(grp), n_failed=len(failed)), default=str)
+    f.attrs["complete"] = True
+    return failed
+
+# %% ../nbs/06_features.ipynb #822bf013
 def extract_features(items: Sequence[tuple[str, str | os.PathLike]], fn: Callable, cache_path: str | os.PathLike,
                      settings: dict, batch_size: int = 16, sample_rate: int = SAMPLE_RATE,
                      max_seconds: float | None = None, progress: bool = True, on_error: str = "raise") -> FeatureCache:
@@ -196,68 +284,17 @@ def extract_features(items: Sequence[tuple[str, str | os.PathLike]], fn: Callabl
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     log = get_logger("aacnb.features")
     cache_path, part = Path(cache_path), partial_path(cache_path)
-    paths: dict[str, Path] = {}
-    for audio_id, p in items:  # keep order, drop exact duplicates, refuse one id for two files
-        audio_id = str(audio_id)
-        if audio_id in paths and paths[audio_id] != Path(p):
-            raise ValueError(f"audio id {audio_id!r} is given for two files: {paths[audio_id]} and {p}")
-        paths[audio_id] = Path(p)
-    loader = {"load_sample_rate": sample_rate, "load_max_seconds": max_seconds}
-    clash = [k for k in loader if k in settings and settings[k] != loader[k]]
-    if clash:
-        raise ValueError(f"settings {clash} contradict the loader arguments {loader}")
-    key = settings_json({**settings, **loader})
+    paths = _unique_items(items)
+    key = _settings_key(settings, sample_rate, max_seconds)
     if cache_path.is_dir():
         raise CacheError(f"{cache_path} is a directory: give the path of the cache file to write")
-
-    if cache_path.exists():
-        try:  # settings first (another extraction's file is an error), then every item (a damaged one is redone)
-            cache = FeatureCache(cache_path)
-            _check_settings(cache_path, settings_json(cache.settings), key)
-            cache.verify().close()
-        except CacheDamaged as e:
-            _set_aside(cache_path, e, log)
-        else:
-            if all(i in cache or i in cache.failed for i in paths):
-                return cache
-            if not part.exists():  # grow a finished cache: extend a copy, rename it over the old one at the end
-                shutil.copyfile(cache_path, part)
-                with h5py.File(part, "a") as f:
-                    f.attrs["complete"] = False
-
+    cache = _reuse_finished(cache_path, part, paths, key, log)
+    if cache is not None:
+        return cache
     with _open_partial(part, key, log) as f:
-        grp, failed = f["features"], json.loads(f.attrs["failed"])
-        todo = [i for i in paths if _name(i) not in grp and i not in failed]
-        bar = tqdm(total=len(paths), initial=len(paths) - len(todo), disable=not progress, unit="clip",
-                   desc=f"features -> {cache_path.name}")
-        try:
-            sizes = [audio_samples(paths[i], sample_rate, max_seconds) for i in todo]  # from the file headers
-            for group in length_batches(sizes, batch_size):  # neighbours by length, longest first
-                ids, wavs = [], []
-                for i in (todo[k] for k in group):
-                    try:
-                        wavs.append(load_audio(paths[i], sample_rate=sample_rate, max_seconds=max_seconds))
-                        ids.append(i)
-                    except AudioError as e:
-                        if on_error == "raise":
-                            raise
-                        failed[i] = str(e)
-                        log.warning(f"skipping {shown(i)}: {e}")
-                if ids:
-                    lengths = torch.tensor([len(w) for w in wavs])                                   # (B,)
-                    batch = torch.stack([F.pad(w, (0, int(lengths.max()) - len(w))) for w in wavs])  # (B, S)
-                    outs = fn(batch, lengths)
-                    if len(outs) != len(ids):
-                        raise ValueError(f"fn returned {len(outs)} arrays for a batch of {len(ids)} clips")
-                    for i, out in zip(ids, outs):
-                        _store(grp, _name(i), _to_numpy(out))
-                f.attrs["failed"] = json.dumps(failed)
-                f.flush()
-                bar.update(len(group))
-        finally:
-            bar.close()
-        f.attrs["provenance"] = json.dumps(provenance(n_items=len(grp), n_failed=len(failed)), default=str)
-        f.attrs["complete"] = True
+        failed = _extract_missing(f, paths, fn, batch_size=batch_size, sample_rate=sample_rate,
+                                  max_seconds=max_seconds, on_error=on_error, progress=progress,
+                                  desc=f"features -> {cache_path.name}", log=log)
     if failed:
         log.warning(f"{len(failed)} clip(s) could not be read and were skipped, e.g. {[shown(i) for i in list(failed)[:3]]}")
     with open(part, "rb+") as fh:
@@ -265,7 +302,7 @@ def extract_features(items: Sequence[tuple[str, str | os.PathLike]], fn: Callabl
     os.replace(part, cache_path)
     return FeatureCache(cache_path)
 
-# %% ../nbs/06_features.ipynb #0f6c42fd
+# %% ../nbs/06_features.ipynb #d6a3a0c1
 def log_mel_settings(config: LogMelConfig | None = None) -> dict:
     "The settings key of a log-mel cache."
     return {"features": "log_mel", **(config or LogMelConfig()).to_dict()}
@@ -277,7 +314,7 @@ def log_mel_fn(config: LogMelConfig | None = None) -> Callable:
         return [log_mel(w[: int(n)], cfg).numpy() for w, n in zip(waveforms, lengths)]
     return fn
 
-# %% ../nbs/06_features.ipynb #822bf013
+# %% ../nbs/06_features.ipynb #001f1b73
 AUDIO_SUFFIXES = AUDIO_EXTENSIONS  # the one list, kept in aacnb.audio (this name stays for code that imports it)
 
 def _clotho_audio_dir(root: Path) -> Path | None:

@@ -1,4 +1,4 @@
-"aacnb.metrics: evaluate() over pycocoevalcap, Java failure modes, SPICE handling, the two CLIs."
+"aacnb.metrics (evaluate over pycocoevalcap, Java failures, SPICE) and the CLIs of caption_files and spice_setup."
 import hashlib
 import http.server
 import io
@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 
 import aacnb.metrics as M
-from aacnb.metrics import (CORENLP_JARS, METRIC_NAMES, RHINO_JARS, MetricsError, SpiceUnavailableWarning,
-                           cli_evaluate, cli_metrics_setup, evaluate, ptb_tokenize)
+import aacnb.spice_setup as S
+from aacnb.caption_files import cli_evaluate
+from aacnb.metrics import (CORENLP_JARS, METRIC_NAMES, RHINO_JARS, MetricsError, SpiceUnavailableWarning, evaluate,
+                           ptb_tokenize)
+from aacnb.spice_setup import cli_metrics_setup
 
 PREDS = ["A dog barks loudly.", "Rain falls on a tin roof", "a car passes by"]
 REFS = [["A dog is barking.", "The dog barks at a passing car.", "Dogs bark loudly."],
@@ -258,8 +261,9 @@ for a, v, c in re.findall(dep + r"(?:<classifier>([^<]+)</classifier>)?", pom):
 @pytest.fixture
 def fake_jars(monkeypatch, tmp_path):
     "SPICE_JARS records small stand-in jars; `mvn` on the PATH is a script that 'downloads' them (or fails: 'fail')."
-    monkeypatch.setattr(M, "SPICE_JARS", {n: (M.SPICE_JARS[n][0], len(b), hashlib.sha256(b).hexdigest())
-                                          for n, b in FAKE_JARS.items()})
+    fake = {n: (M.SPICE_JARS[n][0], len(b), hashlib.sha256(b).hexdigest()) for n, b in FAKE_JARS.items()}
+    for module in (M, S):          # metrics finds the jars, spice_setup fetches and checks them: both read the record
+        monkeypatch.setattr(module, "SPICE_JARS", fake)
     monkeypatch.setattr(M, "DEBIAN_RHINO", tmp_path / "no-debian-rhino.jar")
     monkeypatch.setattr(M, "_java_major", lambda java: 17)
 
