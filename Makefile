@@ -11,7 +11,7 @@ STAMP := $(VENV)/.aacnb-installed
 PROFILE ?= tiny
 export PYTHONHASHSEED := 0
 
-.PHONY: install test test-fast reproduce bench clean-nbs export
+.PHONY: install test test-fast reproduce bench clean-nbs export docs lessons
 
 $(STAMP): settings.ini setup.py scripts/fix_torchaudio.py
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -41,3 +41,13 @@ bench: install
 
 export: $(STAMP)
 	$(VENV)/bin/nbdev_export && $(VENV)/bin/nbdev_clean
+
+# The course site: every notebook as a static page with the outputs it is committed with, a table of contents in
+# reading order (index, numbered notebooks, experiments), in _site/ (git-ignored). Nothing is executed.
+docs: $(STAMP)
+	$(PY) scripts/make_site.py
+
+# Execute the teaching notebooks (07_one_clip, 08_demo) in place so they carry their figures and players;
+# they read the trained tiny models, so `make reproduce` first (or point AACNB_REPORTS/AACNB_DATA at a study).
+lessons: $(STAMP)
+	$(PY) scripts/run_lessons.py

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import os
 from pathlib import Path
 from typing import Iterable
@@ -239,27 +240,38 @@ def _log_frame(p: Profile, runs: list[tuple[str, list[str]]]) -> pd.DataFrame | 
                 offset += int(steps.max())
     return pd.concat(frames, ignore_index=True) if frames else None
 
-def _plotting():
-    "pyplot and seaborn, drawing off-screen (`Agg`) in the study's theme."
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _seaborn():
+    "seaborn, imported when a figure is drawn (it takes a second to import)."
     import seaborn as sns
-    sns.set_theme(style="whitegrid", context="notebook")
-    return plt, sns
+    return sns
+
+def _themed(draw):
+    "Run a figure-drawing function inside the study's seaborn theme, as a `rc_context`: global rcParams stay as they were."
+    @functools.wraps(draw)
+    def themed(*args, **kwargs):
+        import matplotlib
+        sns = _seaborn()
+        with matplotlib.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook")}):
+            return draw(*args, **kwargs)
+    return themed
+
+def _new_figure(figsize: tuple[float, float]):
+    "A figure and its axes that belong to no pyplot state (no backend switch, nothing left open)."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 def _save_fig(fig, path: Path) -> Path:
-    plt, _ = _plotting()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
     return path
 
 # %% ../nbs/43_tables.ipynb #3e6b8f4b
+@_themed
 def _curves_figure(p: Profile, runs: list[tuple[str, list[str]]], title: str, path: Path) -> Path:
-    plt, sns = _plotting()
+    sns = _seaborn()
     df = _log_frame(p, runs)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = _new_figure((7, 3.6))
     if df is not None:
         sns.lineplot(df, x="x", y="loss", hue="system", marker="o", ax=ax)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -268,8 +280,9 @@ def _curves_figure(p: Profile, runs: list[tuple[str, list[str]]], title: str, pa
     ax.set(title=title, xlabel="optimiser step", ylabel="training loss")
     return _save_fig(fig, path)
 
+@_themed
 def _table3_figure(p: Profile, table: list[dict], path: Path) -> Path:
-    plt, sns = _plotting()
+    sns = _seaborn()
     rows = []
     for r in table:
         for col in T3_COLS:
@@ -278,7 +291,7 @@ def _table3_figure(p: Profile, table: list[dict], path: Path) -> Path:
                     if r.get(key) is not None:
                         rows.append(dict(system=r["system"], metric=f"{T3_SHORT[col]} {stage.upper()}", source=src,
                                          value=r[key]))
-    fig, ax = plt.subplots(figsize=(11, 4))
+    fig, ax = _new_figure((11, 4))
     if rows:
         df = pd.DataFrame(rows)
         sns.barplot(df[df.source == "ours"], x="metric", y="value", hue="system", ax=ax)
@@ -292,14 +305,15 @@ def _table3_figure(p: Profile, table: list[dict], path: Path) -> Path:
     ax.tick_params(axis="x", rotation=30)
     return _save_fig(fig, path)
 
+@_themed
 def _table4_figure(p: Profile, table: list[dict], path: Path) -> Path:
-    plt, sns = _plotting()
+    sns = _seaborn()
     ks = (("r1", "R@1"), ("r5", "R@5"), ("r10", "R@10"), ("map10", "mAP@10"))
     rows = [dict(system=r["system"], k=lab, value=r[k], source="ours") for r in table for k, lab in ks
             if r.get(k) is not None]
     rows += [dict(system="paper: Ensemble", k=lab, value=PAPER_TABLES["table4"]["Ensemble"][k], source="paper")
              for k, lab in ks]
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = _new_figure((10, 4))
     sns.barplot(pd.DataFrame(rows), x="k", y="value", hue="system", ax=ax)
     ax.set(title=f"Table 4: text-to-audio retrieval, {p.name} (and the paper's ensemble)", xlabel="", ylabel="%")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -318,7 +332,7 @@ def make_figures(profile: Profile | str, tables: dict | None = None) -> dict[int
             3: _table3_figure(p, tables[3], out / "table3.png"),
             4: _table4_figure(p, tables[4], out / "table4.png")}
 
-# %% ../nbs/43_tables.ipynb #d7552e48
+# %% ../nbs/43_tables.ipynb #a803fa5d
 def write_report(profile: Profile | str) -> Path:
     "Execute the report notebook into `reports/<profile>/report.ipynb` and export `report.html`; return the HTML path."
     import nbformat
@@ -354,7 +368,7 @@ def runs_markdown(profile: Profile | str) -> str:
                      "executed notebook": f"runs/{p.name}/{r.name}.ipynb" if m.exists() else ""})
     return markdown_table(rows, list(rows[0])) + f"\n\nTotal run time: {total:.0f} s.\n"
 
-# %% ../nbs/43_tables.ipynb #90f2ae4b
+# %% ../nbs/43_tables.ipynb #5f1682da
 def _interval(r: dict) -> str:
     return f"{100 * r['difference']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]"
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Fails when the notebooks carry outputs or aacnb/ has drifted from nbs/: nbdev_clean and nbdev_export
-# must leave git status as it was (the notebooks are the source; aacnb/ is generated from them).
+# Fails when the notebooks are not clean or aacnb/ has drifted from nbs/: nbdev_clean (which strips execution
+# counts and metadata, and keeps outputs: settings.ini clear_all = False) and nbdev_export must leave git status
+# as it was (the notebooks are the source; aacnb/ is generated from them). Outputs are allowed only in the
+# teaching notebooks listed in scripts/run_lessons.py (LESSONS), within its size budget.
 set -euo pipefail
 venv=${1:-.venv}
 before=$(git status --porcelain -- nbs aacnb)
@@ -12,5 +14,6 @@ if [ "$before" != "$after" ]; then
   diff <(echo "$before") <(echo "$after") >&2 || true
   exit 1
 fi
-echo "check_notebooks: notebooks clean, aacnb/ in sync with nbs/"
+"$venv/bin/python" scripts/run_lessons.py --check
+echo "check_notebooks: notebooks clean, outputs only in the lessons, aacnb/ in sync with nbs/"
 "$venv/bin/python" scripts/make_readme.py --check
