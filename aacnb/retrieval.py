@@ -23,6 +23,7 @@ from .distributed import gather_with_grad
 from .ast_encoder import ASTEncoder, ASTEncoderConfig
 from .encoders import AUDIO_ENCODERS, PANNS_CHECKPOINTS, PannsConfig, audio_encoder_key, build_audio_encoder
 from .text_encoders import TEXT_ENCODERS, TextEncoder, minilm_path
+from .pretrained import from_pretrained, save_pretrained
 
 # %% auto #0
 __all__ = ['DEFAULT_PAIR', 'TABLE2_SYSTEMS', 'TABLE4_SYSTEMS', 'InfoNCELoss', 'BiEncoder', 'default_audio_weights',
@@ -99,6 +100,18 @@ class BiEncoder(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._text_cache.clear()  # the memoised text features belong to the old weights
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def save_pretrained(self, folder, run_dir=None):
+        "This model as a folder; an unchanged published text encoder is referenced, not copied (`aacnb.pretrained`)."
+        return save_pretrained(self, folder, run_dir=run_dir)
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu") -> "BiEncoder":
+        "A bi-encoder saved by `save_pretrained` (folder) or a training checkpoint (`.pt`)."
+        model = from_pretrained(path, device)
+        if not isinstance(model, cls):
+            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         "The text encoder's pooled outputs (B, D_text); memoised per caption while the encoder is frozen."
