@@ -16,7 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", one-line help)
     "reproduce": ("aacnb.pipeline:cli_reproduce", "run the study for a profile and write reports/ (Tables 1-4)"),
     "make-corpus": ("aacnb.synthetic:cli_make_corpus", "generate the embedded sound-scene corpus"),
-    "download": ("aacnb.download:cli_download", "download and verify Clotho v2.1 (resumable, MD5-checked)"),
+    "download": ("aacnb.weights:cli_download", "download and verify Clotho v2.1, MACS, AudioCaps CSVs, or the "
+                 "pretrained weights (`aacnb download pretrained`)"),
     "extract-features": ("aacnb.features:cli_extract_features", "cache log-mel or encoder features in HDF5"),
     "evaluate": ("aacnb.metrics:cli_evaluate", "score captions: BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr"),
     "metrics-setup": ("aacnb.metrics:cli_metrics_setup", "fetch/verify the Stanford CoreNLP jars SPICE needs"),
