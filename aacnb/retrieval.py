@@ -221,7 +221,8 @@ def weights_status(name: str, kind: str) -> tuple[bool, str]:
     "(present, where or what to do) for the pretrained weights of audio encoder or text encoder `name` (`kind`)."
     if kind == "audio":
         f = default_audio_weights(name)
-        return f.exists(), str(f) + ("" if f.exists() else " missing: run `aacnb download pretrained`")
+        return f.exists(), str(f) + ("" if f.exists() else
+                                     f" missing: run `aacnb download pretrained --only {audio_encoder_key(name)}`")
     if name == "minilm":
         try:
             return True, str(minilm_path())
@@ -232,7 +233,8 @@ def weights_status(name: str, kind: str) -> tuple[bool, str]:
         return True, f"Hugging Face cache: {repo}"
     if Path(repo).is_dir():
         return True, repo
-    return False, f"{repo} is not in the Hugging Face cache: run `aacnb download pretrained` (on a connected machine)"
+    return False, (f"{repo} is not in the Hugging Face cache: run `aacnb download pretrained --only {name.lower()}` "
+                   "(on a connected machine)")
 
 # %% ../nbs/12_retrieval.ipynb #df2a80d9
 def table2_parameter_counts(embed_dim: int = 1024) -> list[dict]:

@@ -55,6 +55,8 @@ def test_the_paper_profile_dry_run_then_finds_every_weight(server, hub_cache, tm
     before = weight_checks(load_profile("paper"))
     missing = [what for what, ok, detail in before if not ok and "aacnb download pretrained" in detail]
     assert len(missing) == 3 and all(w.split()[1] in ("wlcnn14", "cnn14", "ast") for w in missing)  # the text: cached
+    only = sorted(d.split("--only ")[1].rstrip("`") for _, ok, d in before if not ok)
+    assert only == ["ast", "cnn14", "wavegram-logmel-cnn14"]  # each a name `--only` takes
     payloads = {k: os.urandom(50_000 + i) for i, k in enumerate(PANNS_FILES)}
     for k, f in PANNS_FILES.items():
         server.files[f["name"]] = payloads[k]
@@ -105,4 +107,4 @@ def test_an_absent_hub_model_says_how_to_get_it(tmp_path, monkeypatch):
     with pytest.raises(DownloadError, match="could not fetch bert-base-uncased.*aacnb download pretrained"):
         download_pretrained(tmp_path, only=["bert-base"], local_files_only=True)
     ok, detail = weights_status("bert-base", "text")
-    assert not ok and "run `aacnb download pretrained`" in detail
+    assert not ok and "run `aacnb download pretrained --only bert-base`" in detail
