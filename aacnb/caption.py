@@ -26,11 +26,14 @@ __all__ = ['find_vocab', 'load_extractor', 'load_captioner', 'ExtractorWarning',
 
 # %% ../nbs/51_caption.ipynb #e2448b39
 def find_vocab(checkpoint: str | os.PathLike, vocab: str | os.PathLike | None = None):
-    "The vocabulary of a captioner checkpoint: `vocab` path, else `model_config['vocab']`, else a nearby vocab.json."
+    """The vocabulary of a captioner: `vocab` path, else a saved folder's vocab.json, else the checkpoint's
+    `model_config['vocab']`, else a vocab.json beside the checkpoint or in the two folders above it."""
     from aacnb.text import Vocabulary
     if vocab is not None:
         return Vocabulary.load(vocab)
     ckpt = Path(checkpoint)
+    if ckpt.is_dir():
+        return Vocabulary.load(ckpt / "vocab.json")
     words = read_captioner_recipe(ckpt).get("vocab")
     if words:
         return Vocabulary(words)
@@ -41,34 +44,35 @@ def find_vocab(checkpoint: str | os.PathLike, vocab: str | os.PathLike | None = 
                             f"in {ckpt.parent} or the folders above it; pass --vocab PATH")
 
 def load_extractor(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    "The frozen audio encoder of a retrieval checkpoint (or a checkpoint of a bare audio encoder), in eval mode."
+    "The frozen audio encoder of a saved retrieval model (folder or checkpoint) or of a bare audio encoder, in eval mode."
     from aacnb.encoders import AUDIO_ENCODERS
-    from aacnb.checkpoints import build_from_checkpoint
+    from aacnb.pretrained import CONFIG_FILE, from_pretrained
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"feature extractor checkpoint {path} not found"
-                                + (" (it is a directory)" if path.is_dir() else "")
-                                + ": --extractor takes the best.pt/last.pt of the retrieval model whose audio encoder "
-                                "made the captioner's training features")
-    model = build_from_checkpoint(path, map_location=device)
+    if not path.is_file() and not (path / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"feature extractor {path} not found"
+                                + (" (it is a directory, not a saved model folder)" if path.is_dir() else "")
+                                + ": --extractor takes the saved folder or the best.pt of the retrieval model whose "
+                                "audio encoder made the captioner's training features")
+    model = from_pretrained(path, device)
     enc = getattr(model, "audio_encoder", model)
     if not isinstance(enc, tuple({cls for cls, _ in AUDIO_ENCODERS.values()})):
         raise TypeError(f"{path} holds a {type(model).__name__}, not a retrieval model or an audio encoder: "
-                        "--extractor takes the checkpoint of the retrieval model whose audio encoder made the "
-                        "captioner's training features")
+                        "--extractor takes the retrieval model whose audio encoder made the captioner's training features")
     for p in enc.parameters():
         p.requires_grad_(False)
     return enc.eval()
 
 def load_captioner(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    "A `Captioner` rebuilt from a training checkpoint (XE or SCST), in eval mode."
+    "A `Captioner` rebuilt from a saved folder or a training checkpoint (XE or SCST), in eval mode."
     from aacnb.captioning import Captioner
-    from aacnb.checkpoints import build_from_checkpoint
+    from aacnb.pretrained import CONFIG_FILE, from_pretrained
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"captioner checkpoint {path} " + ("is a directory" if path.is_dir() else "not found")
-                                + " (--model takes a best.pt, swa.pt or last.pt of a captioning run)")
-    model = build_from_checkpoint(path, map_location=device)
+    if not path.is_file() and not (path / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"captioner {path} " + ("is a directory but not a saved model folder" if path.is_dir()
+                                                       else "not found")
+                                + " (--model takes a saved captioner folder, or a best.pt, swa.pt or last.pt of a "
+                                "captioning run)")
+    model = from_pretrained(path, device)
     if not isinstance(model, Captioner):
         raise TypeError(f"{path} holds a {type(model).__name__}, not a Captioner")
     return model.eval()
@@ -85,12 +89,12 @@ def _check_options(beam_size, max_len, batch_size, max_seconds) -> None:
     if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and 0 < max_seconds < math.inf):
         raise ValueError(f"max_seconds must be positive (or None: whole files), got {max_seconds!r}")
 
-def _extractor_checks(paths: list[Path], extractor, enc: nn.Module, force: bool) -> None:
+def _extractor_checks(paths: list[Path], caps: list, extractor, enc: nn.Module, force: bool) -> None:
     "Compare `enc`'s weights with the fingerprint each captioner recorded: refuse (or, `force`, warn) on a mismatch."
     from aacnb.encoders import weights_sha256
     got = weights_sha256(enc)
-    for p in paths:
-        want = read_captioner_recipe(p).get("extractor_sha256")
+    for p, m in zip(paths, caps):
+        want = m.extractor_sha256
         if want is None:
             warnings.warn(f"{p} records no fingerprint of its extractor (trained before fingerprints were recorded): "
                           f"cannot check that {extractor} is the extractor it was trained on", ExtractorWarning, stacklevel=3)
@@ -148,18 +152,16 @@ class AudioCaptioner:
         paths = [Path(models)] if isinstance(models, (str, os.PathLike)) else [Path(m) for m in models]
         dev = get_device(device)
         caps = [load_captioner(p, dev) for p in paths]
-        voc = find_vocab(paths[0], vocab)
-        if extractor is None:
-            ref = read_captioner_recipe(paths[0]).get("extractor")
-            if ref:
-                extractor = Path(ref) if Path(ref).is_absolute() else paths[0].parent / ref
-                if not extractor.is_file():
-                    raise FileNotFoundError(
-                        f"the feature extractor {paths[0]} was trained with, {extractor}, is not there (moved or "
-                        "deleted?); pass the checkpoint of that retrieval model with --extractor CKPT")
+        voc = find_vocab(paths[0], vocab) if vocab is not None or caps[0].vocab is None else caps[0].vocab
+        if extractor is None and caps[0].extractor_path is not None:
+            extractor = caps[0].extractor_path  # the folder's own, or where the checkpoint recorded it
+            if not extractor.exists():
+                raise FileNotFoundError(
+                    f"the feature extractor {paths[0]} was trained with, {extractor}, is not there (moved or "
+                    "deleted?); pass that retrieval model (its saved folder or best.pt) with --extractor")
         enc = load_extractor(extractor, dev) if extractor is not None else None
         if enc is not None:
-            _extractor_checks(paths, extractor, enc, force_extractor)
+            _extractor_checks(paths, caps, extractor, enc, force_extractor)
         return cls(caps, voc, enc, device=dev, **kw)
 
     @torch.no_grad()
@@ -237,11 +239,13 @@ def cli_caption(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="aacnb caption", description="Caption audio files with a trained captioner "
                                  "(several --model flags decode as an ensemble).")
     ap.add_argument("files", nargs="+", help="audio files (any format libsndfile reads: WAV, FLAC, OGG, MP3, ...)")
-    ap.add_argument("--model", action="append", required=True, help="captioner checkpoint (best.pt/last.pt); repeat for an ensemble")
-    ap.add_argument("--extractor", help="checkpoint of the retrieval model whose audio encoder made the training features")
+    ap.add_argument("--model", action="append", required=True,
+                    help="saved captioner folder, or checkpoint (swa.pt/best.pt/last.pt); repeat for an ensemble")
+    ap.add_argument("--extractor", help="the retrieval model (saved folder or best.pt) whose audio encoder made the "
+                    "training features (default: the one the captioner names)")
     ap.add_argument("--force-extractor", action="store_true",
                     help="use --extractor even if its weights differ from those the captioner was trained on")
-    ap.add_argument("--vocab", help="vocab.json (default: stored in the checkpoint or next to it)")
+    ap.add_argument("--vocab", help="vocab.json (default: the folder's, or stored in the checkpoint or next to it)")
     ap.add_argument("--beam", type=int, default=3, help="beam size (1 = greedy); default 3 as in the report")
     ap.add_argument("--max-len", type=int, default=30, help="longest caption in tokens")
     ap.add_argument("--max-seconds", type=float, default=None, help="caption only the first seconds of each file")

@@ -16,6 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from .caption_decoders import GRUDecoder, TransformerDecoder
 from .checkpoints import load_checkpoint
 from .core import Config
+from .pretrained import from_pretrained, save_pretrained
 
 # %% auto #0
 __all__ = ['CaptionConfig', 'length_mask', 'masked_mean', 'BiGRUEncoder', 'Captioner', 'build_captioner', 'encode_captions',
@@ -119,6 +120,22 @@ class Captioner(nn.Module):
         self.encoder = BiGRUEncoder(config)
         self.decoder = TransformerDecoder(config) if config.decoder == "transformer" else GRUDecoder(config)
         self.model_config: dict | None = None  # set by build_captioner: how to rebuild this model
+        # set by `from_pretrained`: what a saved captioner travels with (plain attributes, not weights)
+        self.vocab = None                      # its Vocabulary
+        self.extractor_path = None             # the saved retrieval model / audio encoder making its features
+        self.extractor_sha256: str | None = None
+
+    def save_pretrained(self, folder, vocab=None, extractor=None, run_dir=None):
+        "This captioner as a folder with its vocabulary and feature extractor (`aacnb.pretrained.save_pretrained`)."
+        return save_pretrained(self, folder, vocab=vocab, extractor=extractor, run_dir=run_dir)
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu") -> "Captioner":
+        "A captioner saved by `save_pretrained` (folder) or a training checkpoint (`.pt`), with `vocab` and `extractor_path`."
+        model = from_pretrained(path, device)
+        if not isinstance(model, cls):
+            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
 
     # -- the pieces decoding uses ------------------------------------------------------------------
     def encode(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:

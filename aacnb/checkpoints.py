@@ -15,7 +15,7 @@ import torch
 
 # %% auto #0
 __all__ = ['BUILDERS', 'load_checkpoint', 'rng_state', 'set_rng_state', 'register_builder', 'checkpoint_builder',
-           'build_from_checkpoint']
+           'build_registered', 'build_from_checkpoint']
 
 # %% ../nbs/13b_checkpoints.ipynb #51e1afe3
 def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None,
@@ -96,6 +96,20 @@ def _plain(v) -> bool:
         return all(_plain(x) for x in v)
     return isinstance(v, dict) and all(isinstance(k, str) and _plain(x) for k, x in v.items())
 
+def build_registered(builder: Any, kwargs: Any, source: str | Path = "a checkpoint") -> torch.nn.Module:
+    """Call the registered `builder` with `kwargs` (plain data, no keyword that makes it read other files): how a
+    checkpoint or a saved model folder (`aacnb.pretrained`) is rebuilt; `source` names the file in errors."""
+    fn = checkpoint_builder(builder, source)
+    kwargs = kwargs or {}
+    if not isinstance(kwargs, dict) or not _plain(kwargs):
+        raise ValueError(f"{source}: model_config kwargs must be plain data (names -> numbers, strings, lists, "
+                         f"mappings), got {kwargs!r:.200}")
+    reads = [k for k in _FILE_KWARGS.get(builder, ()) if kwargs.get(k)]
+    if reads:
+        raise ValueError(f"{source}: model_config kwargs {reads} would make {builder} read other files; the "
+                         f"checkpoint holds the weights, so they must be absent or false")
+    return fn(**kwargs)
+
 def build_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
     "Rebuild the model a checkpoint was trained as (a registered builder + its kwargs), load its weights, eval mode."
     ckpt = load_checkpoint(path, map_location=map_location)
@@ -103,15 +117,6 @@ def build_from_checkpoint(path: str | Path, map_location: str | torch.device = "
     if not isinstance(mc, dict) or "builder" not in mc:
         raise ValueError(f"{path} has no model_config with a 'builder'; train with fit(..., model_config="
                          f"{{'builder': 'module:function', 'kwargs': {{...}}}}) naming a builder in BUILDERS")
-    builder = checkpoint_builder(mc["builder"], path)
-    kwargs = mc.get("kwargs") or {}
-    if not isinstance(kwargs, dict) or not _plain(kwargs):
-        raise ValueError(f"{path}: model_config kwargs must be plain data (names -> numbers, strings, lists, "
-                         f"mappings), got {kwargs!r:.200}")
-    reads = [k for k in _FILE_KWARGS.get(mc["builder"], ()) if kwargs.get(k)]
-    if reads:
-        raise ValueError(f"{path}: model_config kwargs {reads} would make {mc['builder']} read other files; the "
-                         f"checkpoint holds the weights, so they must be absent or false")
-    model = builder(**kwargs)
+    model = build_registered(mc["builder"], mc.get("kwargs"), path)
     model.load_state_dict(ckpt["model"])
     return model.to(map_location).eval()

@@ -16,12 +16,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", one-line help)
     "reproduce": ("aacnb.pipeline:cli_reproduce", "run the study for a profile and write reports/ (Tables 1-4)"),
     "make-corpus": ("aacnb.synthetic:cli_make_corpus", "generate the embedded sound-scene corpus"),
-    "download": ("aacnb.download:cli_download", "download and verify Clotho v2.1 (resumable, MD5-checked)"),
+    "download": ("aacnb.weights:cli_download", "download and verify Clotho v2.1, MACS, AudioCaps CSVs, or the "
+                 "pretrained weights (`aacnb download pretrained`)"),
     "extract-features": ("aacnb.features:cli_extract_features", "cache log-mel or encoder features in HDF5"),
     "evaluate": ("aacnb.caption_files:cli_evaluate", "score captions: BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr"),
     "metrics-setup": ("aacnb.spice_setup:cli_metrics_setup", "fetch/verify the Stanford CoreNLP jars SPICE needs"),
     "caption": ("aacnb.caption:cli_caption", "caption your own audio files with a trained captioner"),
     "search": ("aacnb.search:cli_search", "search a folder of sounds by text with a trained retrieval model"),
+    "export-model": ("aacnb.pretrained:cli_export_model", "save a trained run's model as a folder to move and share"),
 }
 
 def _usage() -> str:

@@ -355,7 +355,8 @@ _MANUAL = {
 def cli_download(argv: list[str] | None = None) -> int:
     "`aacnb download`: fetch Clotho v2.1, MACS (+ its TAU clips) or the AudioCaps CSVs."
     p = argparse.ArgumentParser(prog="aacnb download",
-                                description="Download Clotho v2.1, MACS or the AudioCaps CSVs into the data root.")
+                                description="Download Clotho v2.1, MACS or the AudioCaps CSVs into the data root "
+                                "(the pretrained weights: `aacnb download pretrained --help`).")
     p.add_argument("dataset", nargs="?", default="clotho", choices=["clotho", "audiocaps", "macs"])
     p.add_argument("--root", default=None, help="data root (default: $AACNB_DATA or ./data)")
     p.add_argument("--splits", nargs="+", default=["development", "validation", "evaluation"],

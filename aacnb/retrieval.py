@@ -23,6 +23,7 @@ from .distributed import gather_with_grad
 from .ast_encoder import ASTEncoder, ASTEncoderConfig
 from .encoders import AUDIO_ENCODERS, PANNS_CHECKPOINTS, PannsConfig, audio_encoder_key, build_audio_encoder
 from .text_encoders import TEXT_ENCODERS, TextEncoder, minilm_path
+from .pretrained import from_pretrained, save_pretrained
 
 # %% auto #0
 __all__ = ['DEFAULT_PAIR', 'TABLE2_SYSTEMS', 'TABLE4_SYSTEMS', 'InfoNCELoss', 'BiEncoder', 'default_audio_weights',
@@ -99,6 +100,18 @@ class BiEncoder(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._text_cache.clear()  # the memoised text features belong to the old weights
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def save_pretrained(self, folder, run_dir=None):
+        "This model as a folder; an unchanged published text encoder is referenced, not copied (`aacnb.pretrained`)."
+        return save_pretrained(self, folder, run_dir=run_dir)
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu") -> "BiEncoder":
+        "A bi-encoder saved by `save_pretrained` (folder) or a training checkpoint (`.pt`)."
+        model = from_pretrained(path, device)
+        if not isinstance(model, cls):
+            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         "The text encoder's pooled outputs (B, D_text); memoised per caption while the encoder is frozen."
@@ -208,7 +221,8 @@ def weights_status(name: str, kind: str) -> tuple[bool, str]:
     "(present, where or what to do) for the pretrained weights of audio encoder or text encoder `name` (`kind`)."
     if kind == "audio":
         f = default_audio_weights(name)
-        return f.exists(), str(f) + ("" if f.exists() else f" missing (put the published checkpoint there)")
+        return f.exists(), str(f) + ("" if f.exists() else
+                                     f" missing: run `aacnb download pretrained --only {audio_encoder_key(name)}`")
     if name == "minilm":
         try:
             return True, str(minilm_path())
@@ -219,7 +233,8 @@ def weights_status(name: str, kind: str) -> tuple[bool, str]:
         return True, f"Hugging Face cache: {repo}"
     if Path(repo).is_dir():
         return True, repo
-    return False, f"{repo} is not in the Hugging Face cache (huggingface-cli download {repo} on a connected machine)"
+    return False, (f"{repo} is not in the Hugging Face cache: run `aacnb download pretrained --only {name.lower()}` "
+                   "(on a connected machine)")
 
 # %% ../nbs/12_retrieval.ipynb #df2a80d9
 def table2_parameter_counts(embed_dim: int = 1024) -> list[dict]:

@@ -28,9 +28,10 @@ def _file_id(root: Path, p: Path) -> str:
 
 def _checkpoint_key(path: Path | None, model: torch.nn.Module) -> str:
     "What identifies the model's weights: the checkpoint file's identity, else a hash of the weights."
-    if path is not None:
-        st = Path(path).stat()
-        return f"{Path(path).resolve()}|{st.st_mtime_ns}|{st.st_size}"
+    if path is not None:  # a saved folder: its weights file (a referenced text encoder is checked by hash on load)
+        f = Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
+        st = f.stat()
+        return f"{f.resolve()}|{st.st_mtime_ns}|{st.st_size}"
     h = hashlib.sha1()
     for k, v in model.state_dict().items():
         h.update(k.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
@@ -55,12 +56,15 @@ class AudioSearcher:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kw) -> "AudioSearcher":
-        from aacnb.checkpoints import build_from_checkpoint
+        "A searcher with the retrieval model saved in folder `path` (`save_pretrained`) or checkpoint `path` (best.pt)."
+        from aacnb.pretrained import CONFIG_FILE, from_pretrained
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model checkpoint {path} " + ("is a directory" if path.is_dir() else "not found")
-                                    + " (--model takes a best.pt or last.pt written by training a retrieval model)")
-        model = build_from_checkpoint(path)
+        if not path.is_file() and not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"model {path} " + ("is a directory but not a saved model folder" if path.is_dir()
+                                                       else "not found")
+                                    + " (--model takes a saved retrieval model folder, or a best.pt or last.pt "
+                                    "written by training one)")
+        model = from_pretrained(path)
         if not hasattr(model, "encode_audio") or not hasattr(model, "encode_text"):
             raise TypeError(f"{path} holds a {type(model).__name__}, not a retrieval model "
                             "(it needs encode_audio and encode_text)")
@@ -123,7 +127,8 @@ class AudioSearcher:
 def cli_search(argv: list[str] | None = None) -> int:
     "`aacnb search`: rank the audio files of a folder by a text query with a trained retrieval model."
     ap = argparse.ArgumentParser(prog="aacnb search", description=cli_search.__doc__)
-    ap.add_argument("--model", required=True, help="checkpoint of a trained retrieval model (best.pt / last.pt)")
+    ap.add_argument("--model", required=True,
+                    help="a trained retrieval model: its saved folder, or its checkpoint (best.pt / last.pt)")
     ap.add_argument("--folder", required=True, help="folder searched recursively for audio files "
                     f"({'/'.join(AUDIO_EXTENSIONS)})")
     ap.add_argument("--query", required=True, action="append",

@@ -71,8 +71,9 @@ def _missing(source: str, what: str, err: Exception) -> FileNotFoundError:
     hint = (f"It is neither a local directory nor in the Hugging Face cache "
             f"({os.environ.get('HF_HOME', '~/.cache/huggingface')})" + (" and HF_HUB_OFFLINE=1 is set" if offline else ""))
     return FileNotFoundError(
-        f"text encoder {source!r}: cannot load its {what}. {hint}. Run `huggingface-cli download {source}` on a "
-        f"machine with internet (or save_pretrained() to a directory and pass that path). ({type(err).__name__}: {err})")
+        f"text encoder {source!r}: cannot load its {what}. {hint}. Run `aacnb download pretrained` (the paper "
+        f"profile's text encoders) or `huggingface-cli download {source}` on a machine with internet (or "
+        f"save_pretrained() to a directory and pass that path). ({type(err).__name__}: {err})")
 
 def load_tokenizer(name: str):
     "The tokenizer of a registry name / hub id / directory (offline; see the fallback above)."

@@ -214,16 +214,17 @@ def test_a_directory_where_a_file_is_expected_is_called_a_directory(tmp_path, mo
     assert "is a directory" in _extract(items, tmp_path / "g.h5", on_error="skip").failed["d.wav"]
     assert cli_extract_features([str(tmp_path / "audio"), "-o", str(tmp_path), "--no-progress"]) == 2
     assert f"the output {tmp_path} is a directory" in capsys.readouterr().out
-    # search: --model a folder, --folder a file
+    # search: --model a folder that is not a saved model, --folder a file
     assert cli_search(["--model", str(tmp_path), "--folder", str(tmp_path / "audio"), "--query", "x"]) == 1
-    assert f"model checkpoint {tmp_path} is a directory" in capsys.readouterr().err
+    assert f"model {tmp_path} is a directory but not a saved model folder" in capsys.readouterr().err
     assert cli_search(["--model", str(model_ckpt), "--folder", str(items[0][1]), "--query", "x",
                        "--device", "cpu"]) == 1
     assert "is a file, not a folder" in capsys.readouterr().err
-    # caption: --model a folder (a folder among the files: tests/test_caption_cli_reliability.py)
+    # caption: --model a folder that is not a saved captioner (a folder among the files:
+    # tests/test_caption_cli_reliability.py)
     from aacnb.caption import cli_caption
     assert cli_caption(["--model", str(tmp_path), str(items[0][1]), "--device", "cpu"]) == 2
-    assert f"captioner checkpoint {tmp_path} is a directory" in capsys.readouterr().err
+    assert f"captioner {tmp_path} is a directory but not a saved model folder" in capsys.readouterr().err
 
 
 def test_one_list_of_audio_extensions_mp3_included(tmp_path, model_ckpt):
