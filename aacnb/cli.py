@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("aacnb.weights:cli_download", "download and verify Clotho v2.1, MACS, AudioCaps CSVs, or the "
                  "pretrained weights (`aacnb download pretrained`)"),
     "extract-features": ("aacnb.features:cli_extract_features", "cache log-mel or encoder features in HDF5"),
-    "evaluate": ("aacnb.caption_files:cli_evaluate", "score captions: BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr"),
+    "evaluate": ("aacnb.caption_csv:cli_evaluate", "score captions: BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr"),
     "metrics-setup": ("aacnb.spice_setup:cli_metrics_setup", "fetch/verify the Stanford CoreNLP jars SPICE needs"),
     "caption": ("aacnb.caption:cli_caption", "caption your own audio files with a trained captioner"),
     "search": ("aacnb.search:cli_search", "search a folder of sounds by text with a trained retrieval model"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aacnb.caption_files import cli_evaluate, read_predictions, read_references
+from aacnb.caption_csv import cli_evaluate, read_predictions, read_references
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clotho-captions"
 REFS = ("file_name,caption_1,caption_2,caption_3,caption_4,caption_5\n"

@@ -10,7 +10,7 @@ import torch
 
 from aacnb.caption import AudioCaptioner
 from aacnb.captioning import Captioner, build_captioner
-from aacnb.inference import caption_files, embed_audio_files, embed_texts, embed_waveforms
+from aacnb.inference import caption_audio_files, embed_audio_files, embed_texts, embed_waveforms
 from aacnb.retrieval import build_biencoder
 from aacnb.text import Vocabulary
 
@@ -61,15 +61,15 @@ def test_texts_embed_as_the_model_does(bi):
         embed_texts(bi, "a dog")
 
 
-def test_caption_files_from_a_folder_or_a_loaded_captioner(bi, files, tmp_path):
+def test_caption_audio_files_from_a_folder_or_a_loaded_captioner(bi, files, tmp_path):
     vocab = Vocabulary.build(["a dog barks in the rain", "rain falls on a roof", "a bell rings"])
     torch.manual_seed(3)
     cap = build_captioner("transformer", vocab_size=len(vocab), feature_dim=bi.audio_encoder.embed_dim, enc_hidden=8,
                           d_model=16, nhead=2, dim_feedforward=32, dropout=0.0, enc_dropout=0.0).eval()
     want = [r["caption"] for r in AudioCaptioner(cap, vocab, bi.audio_encoder, device="cpu").caption_files(files)]
     cap.save_pretrained(tmp_path / "cap", vocab=vocab, extractor=bi)
-    assert caption_files(tmp_path / "cap", files, batch_size=2, device="cpu", progress=False) == want
+    assert caption_audio_files(tmp_path / "cap", files, batch_size=2, device="cpu", progress=False) == want
     loaded = Captioner.from_pretrained(tmp_path / "cap")
-    assert caption_files(loaded, files[::-1], batch_size=1, device="cpu", progress=False) == want[::-1]
+    assert caption_audio_files(loaded, files[::-1], batch_size=1, device="cpu", progress=False) == want[::-1]
     with pytest.raises(ValueError, match="missing.wav: no such audio file"):
-        caption_files(loaded, [files[0], str(tmp_path / "missing.wav")], device="cpu", progress=False)
+        caption_audio_files(loaded, [files[0], str(tmp_path / "missing.wav")], device="cpu", progress=False)

@@ -1,4 +1,4 @@
-"aacnb.metrics (evaluate over pycocoevalcap, Java failures, SPICE) and the CLIs of caption_files and spice_setup."
+"aacnb.metrics (evaluate over pycocoevalcap, Java failures, SPICE) and the CLIs of caption_csv and spice_setup."
 import hashlib
 import http.server
 import io
@@ -17,7 +17,7 @@ import pytest
 
 import aacnb.metrics as M
 import aacnb.spice_setup as S
-from aacnb.caption_files import cli_evaluate
+from aacnb.caption_csv import cli_evaluate
 from aacnb.metrics import (CORENLP_JARS, METRIC_NAMES, RHINO_JARS, MetricsError, SpiceUnavailableWarning, evaluate,
                            ptb_tokenize)
 from aacnb.spice_setup import cli_metrics_setup
