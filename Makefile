@@ -11,7 +11,7 @@ STAMP := $(VENV)/.aacnb-installed
 PROFILE ?= tiny
 export PYTHONHASHSEED := 0
 
-.PHONY: install test test-fast reproduce bench clean-nbs export docs lessons
+.PHONY: install browser test test-fast reproduce bench clean-nbs export docs lessons
 
 $(STAMP): settings.ini setup.py scripts/fix_torchaudio.py
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -25,10 +25,18 @@ install: $(STAMP)
 	@$(VENV)/bin/aacnb metrics-setup --quiet || echo "make: the SPICE jars are not installed (above: why); SPICE and SPIDEr will read n/a, every other metric works. Retry with: $(VENV)/bin/aacnb metrics-setup"
 
 # The whole suite: notebooks clean and in sync with aacnb/, pytest (tests/), then the notebooks' own checks.
-test: install
+# tests/test_site.py opens the course site in headless Chromium: as root on Debian/Ubuntu it is installed here
+# from the distribution's packages when missing; elsewhere that test skips, saying why.
+test: install browser
 	bash scripts/check_notebooks.sh $(VENV)
 	$(PY) -m pytest -q tests
 	$(VENV)/bin/nbdev_test --n_workers 1 --timing
+
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "make: installing chromium (Debian package) for tests/test_site.py" && \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "make: no chromium here; tests/test_site.py will skip its browser checks (install chromium to run them)"
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
