@@ -313,9 +313,10 @@ class IPCKernelManager(AsyncKernelManager):
     def _transport_default(self):
         return "ipc"
 
-def _num(v, nd: int = 4) -> str:
+def _num(v) -> str:
+    "A log value in four significant digits (a loss 3.912, mAP@10 in percent 61.11, CIDEr-D 0.4123); n/a if absent."
     with contextlib.suppress(TypeError, ValueError):
-        return f"{float(v):.{nd}f}"
+        return f"{float(v):.4g}"
     return "n/a"
 
 class EpochLines:
