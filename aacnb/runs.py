@@ -6,13 +6,18 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Iterable
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
 
 from .core import atomic_write, get_logger, git_commit, load_json, project_root, provenance, reports_root, save_json
 from .features import CacheError, FeatureCache
@@ -21,8 +26,8 @@ from .profile import Profile, load_profile
 
 # %% auto #0
 __all__ = ['FINGERPRINT', 'TRAINING_NOTEBOOKS', 'MARKER', 'Run', 'runs_root', 'experiments_dir', 'plan_runs', 'select_runs',
-           'with_nproc', 'RunFailed', 'run_status', 'output_problem', 'upgrade_marker', 'execute_run',
-           'save_run_result', 'load_run_result', 'selected_checkpoint']
+           'with_nproc', 'RunFailed', 'run_status', 'output_problem', 'upgrade_marker', 'IPCKernelManager',
+           'EpochLines', 'execute_run', 'save_run_result', 'load_run_result', 'selected_checkpoint']
 
 # %% ../nbs/42_runs.ipynb #38c5cf08
 FINGERPRINT = 2  # markers record it: 2 = places hashed as what they stand for (before: as typed, no field)
@@ -302,11 +307,87 @@ def upgrade_marker(run: Run, root: Path) -> bool:
     return True
 
 # %% ../nbs/42_runs.ipynb #95a1963c
+class IPCKernelManager(AsyncKernelManager):
+    "A kernel manager whose kernels talk over local (IPC) sockets: nothing on TCP, nothing for ipykernel to warn about."
+    @default("transport")
+    def _transport_default(self):
+        return "ipc"
+
+def _num(v) -> str:
+    "A log value in four significant digits (a loss 3.912, mAP@10 in percent 61.11, CIDEr-D 0.4123); n/a if absent."
+    with contextlib.suppress(TypeError, ValueError):
+        return f"{float(v):.4g}"
+    return "n/a"
+
+class EpochLines:
+    "While a training run executes, `say` one line per epoch it finishes, read from its `train/log.csv` every `every` s."
+    def __init__(self, run: Run, log_csv: Path, say, every: float = 2.0):
+        self.run, self.path, self.say, self.every = run, Path(log_csv), say, every
+        self.epochs = json.loads(run.params.get("train") or "{}").get("epochs", "?")
+        self.monitor = run.params.get("monitor", "cider_d")
+        self.seen, self.t0, self.stop = len(self.rows()), time.time(), threading.Event()  # resumed epochs: said before
+
+    def rows(self) -> list[dict]:
+        "The epoch rows of the log so far (none while it does not exist; the trainer replaces it atomically)."
+        with contextlib.suppress(OSError, csv.Error):
+            with open(self.path, newline="", encoding="utf-8") as f:
+                return [r for r in csv.DictReader(f) if r.get("kind") == "epoch"]
+        return []
+
+    def poll(self) -> None:
+        rows = self.rows()
+        for r in rows[self.seen:]:
+            self.say(f"{self.run.name}: epoch {r.get('epoch')}/{self.epochs}, loss {_num(r.get('loss'))}, "
+                     f"val {self.monitor} {_num(r.get('val_' + self.monitor))}, {time.time() - self.t0:.0f} s")
+        self.seen = max(self.seen, len(rows))
+
+    def _watch(self) -> None:
+        while not self.stop.wait(self.every):
+            self.poll()
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self._watch, name=f"epochs-{self.run.name}", daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.poll()
+
+# %% ../nbs/42_runs.ipynb #f5027807
+def _papermill(run: Run, out_dir: Path, out_nb: Path, params: dict, say) -> None:
+    "Execute the run's notebook into `out_nb` (through a temporary file); a failure raises `RunFailed` naming it."
+    import papermill as pm  # here, not above: it takes seconds to import, and every experiment kernel imports this module
+    from nbclient.exceptions import DeadKernelError
+    tmp = out_nb.with_name(f".{run.name}.tmp.ipynb")
+    epochs = EpochLines(run, out_dir / "train" / "log.csv", say) if run.notebook in TRAINING_NOTEBOOKS else None
+    try:
+        with epochs or contextlib.nullcontext():
+            pm.execute_notebook(str(experiments_dir() / run.notebook), str(tmp), parameters=params,
+                                kernel_name="python3", progress_bar=False, cwd=str(out_dir), language="python",
+                                kernel_manager_class=IPCKernelManager)
+    except pm.PapermillExecutionError as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(tmp, out_nb)
+        first = next((l for l in (e.source or "").splitlines() if l.strip() and not l.startswith("#")), "")
+        raise RunFailed(f"run {run.name!r} failed in {out_nb}, cell In[{e.exec_count}] (cell #{e.cell_index}: "
+                        f"{first[:80]!r}): {e.ename}: {e.evalue}", run.name, str(out_nb), e.cell_index) from None
+    except DeadKernelError:
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(tmp, out_nb)
+        raise RunFailed(f"run {run.name!r} died: its kernel process ended before the notebook did (killed, e.g. by "
+                        f"the out-of-memory killer, or crashed); what it printed is in {out_nb}. Rerun the same "
+                        f"command to resume it from its last checkpoint", run.name, str(out_nb)) from None
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(tmp, out_nb)
+        raise
+    os.replace(tmp, out_nb)
+
 def execute_run(run: Run, root: Path, force: bool = False, log=None, say=None) -> dict:
     """Execute one run's notebook with papermill; write `COMPLETE.json` last. Raise `RunFailed` on error.
     A folder it does not resume is moved aside, never deleted; `log` (a logger) and `say` (a print) report where."""
-    import papermill as pm  # here, not above: it takes seconds to import, and every experiment kernel imports this module
-    from nbclient.exceptions import DeadKernelError
     log = log or get_logger("aacnb.runs")
     out_dir, out_nb = root / run.name, root / f"{run.name}.ipynb"
     started = out_dir / "STARTED.json"  # an interrupted run resumes only with the parameters it started with
@@ -325,30 +406,9 @@ def execute_run(run: Run, root: Path, force: bool = False, log=None, say=None) -
     out_dir.mkdir(parents=True, exist_ok=True)
     save_json({"param_hash": run.param_hash(), "fingerprint": FINGERPRINT, "params": run.params,
                "places": run.places}, started)
-    src = experiments_dir() / run.notebook
-    tmp = root / f".{run.name}.tmp.ipynb"
     params = dict(run.params, run_name=run.name, out_dir=str(out_dir))
     t0 = time.time()
-    try:
-        pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3", progress_bar=False,
-                            cwd=str(out_dir), language="python")
-    except pm.PapermillExecutionError as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(tmp, out_nb)
-        first = next((l for l in (e.source or "").splitlines() if l.strip() and not l.startswith("#")), "")
-        raise RunFailed(f"run {run.name!r} failed in {out_nb}, cell In[{e.exec_count}] (cell #{e.cell_index}: "
-                        f"{first[:80]!r}): {e.ename}: {e.evalue}", run.name, str(out_nb), e.cell_index) from None
-    except DeadKernelError:
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(tmp, out_nb)
-        raise RunFailed(f"run {run.name!r} died: its kernel process ended before the notebook did (killed, e.g. by "
-                        f"the out-of-memory killer, or crashed); what it printed is in {out_nb}. Rerun the same "
-                        f"command to resume it from its last checkpoint", run.name, str(out_nb)) from None
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(tmp, out_nb)
-        raise
-    os.replace(tmp, out_nb)
+    _papermill(run, out_dir, out_nb, params, say or log.info)
     if not (out_dir / "metrics.json").exists():
         raise RunFailed(f"run {run.name!r} finished but wrote no metrics.json in {out_dir} (see {out_nb})",
                         run.name, str(out_nb))
@@ -358,7 +418,7 @@ def execute_run(run: Run, root: Path, force: bool = False, log=None, say=None) -
     save_json(marker, out_dir / MARKER)
     return marker
 
-# %% ../nbs/42_runs.ipynb #d9debe0a
+# %% ../nbs/42_runs.ipynb #35b6642e
 def save_run_result(out_dir, kind: str, metrics: dict, *, run_name: str = "", profile: str = "", seed=None,
                     n_params: int | None = None, checkpoint=None, log_csv=None, note: str = "", **extra) -> Path:
     "Write `<out_dir>/metrics.json` (atomically), copying the training log to `<out_dir>/log.csv`."
@@ -375,19 +435,20 @@ def save_run_result(out_dir, kind: str, metrics: dict, *, run_name: str = "", pr
                **extra, provenance=provenance())
     return save_json(res, out_dir / "metrics.json")
 
-def load_run_result(run_dir) -> dict | None:
-    "A complete run's `metrics.json`, or None when the run has not completed."
+def load_run_result(run_dir, marked: bool = True) -> dict | None:
+    """A run's `metrics.json`, or None when it has none; with `marked`, also None until the runner marked the run
+    complete. (A run made by hand, with papermill, has no marker: its metrics.json, its last cell's, says it finished.)"""
     run_dir = Path(run_dir)
-    if not (run_dir / MARKER).exists() or not (run_dir / "metrics.json").exists():
+    if (marked and not (run_dir / MARKER).exists()) or not (run_dir / "metrics.json").exists():
         return None
     return load_json(run_dir / "metrics.json")
 
 def selected_checkpoint(run_dir) -> Path:
     "The checkpoint a finished training run selected (`train/swa.pt`, `best.pt` or `last.pt`, as its metrics.json says)."
     run_dir = Path(run_dir)
-    res = load_run_result(run_dir)
+    res = load_run_result(run_dir, marked=False)
     if res is None:
-        raise FileNotFoundError(f"{run_dir} is not a complete run (no {MARKER} or metrics.json)")
+        raise FileNotFoundError(f"{run_dir} is not a finished run (no metrics.json)")
     path = run_dir / "train" / f"{res.get('selected', 'best')}.pt"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: its selected checkpoint {path.name} is missing")

@@ -10,11 +10,12 @@ __all__ = ['data_root', 'reports_root', 'set_threads', 'DATASETS', 'clotho_split
            'SMOKE_CORPUS', 'SMOKE_METRICS', 'CaptionerSystem', 'CaptioningSpec', 'DataSpec', 'EnsembleSpec',
            'FeatureExtractorSpec', 'ParamCountSpec', 'Profile', 'ProfileError', 'RetrievalSpec', 'RetrievalSystem',
            'load_profile', 'profile_to_dict', 'profiles_dir', 'show_profile', 'smoke_profile', 'train_config',
-           'write_profile', 'audio_encoder_of', 'retrieval_eval', 'retrieval_scores', 'MARKER', 'TRAINING_NOTEBOOKS',
-           'Run', 'RunFailed', 'execute_run', 'experiments_dir', 'load_run_result', 'plan_runs', 'run_status',
-           'runs_root', 'save_run_result', 'select_runs', 'selected_checkpoint', 'with_nproc', 'TABLE_TITLES',
-           'chance_t2a', 'ensembles_vs_members_markdown', 'make_figures', 'random_caption_scores', 'runs_markdown',
-           'table1', 'table2', 'table3', 'table4', 'table_markdown', 'write_report', 'write_tables']
+           'write_profile', 'declared_parameters', 'planned_run', 'profile_parameters', 'audio_encoder_of',
+           'retrieval_eval', 'retrieval_scores', 'MARKER', 'TRAINING_NOTEBOOKS', 'Run', 'RunFailed', 'execute_run',
+           'experiments_dir', 'load_run_result', 'plan_runs', 'run_status', 'runs_root', 'save_run_result',
+           'select_runs', 'selected_checkpoint', 'with_nproc', 'FIGURES', 'TABLE_TITLES', 'chance_t2a',
+           'ensembles_vs_members_markdown', 'make_figures', 'random_caption_scores', 'runs_markdown', 'table1',
+           'table2', 'table3', 'table4', 'table_markdown', 'write_report', 'write_tables']
 
 # %% ../nbs/45_study.ipynb #fd1d7729
 from .core import data_root, reports_root, set_threads
@@ -28,11 +29,12 @@ from .profile import (DECODERS, SMOKE_CORPUS, SMOKE_METRICS, CaptionerSystem, Ca
                            EnsembleSpec, FeatureExtractorSpec, ParamCountSpec, Profile, ProfileError, RetrievalSpec,
                            RetrievalSystem, load_profile, profile_to_dict, profiles_dir, show_profile, smoke_profile,
                            train_config, write_profile)
+from .notebook_params import declared_parameters, planned_run, profile_parameters
 from .retrieval import audio_encoder_of, retrieval_eval, retrieval_scores
 from .runs import (MARKER, TRAINING_NOTEBOOKS, Run, RunFailed, execute_run, experiments_dir, load_run_result,
                         plan_runs, run_status, runs_root, save_run_result, select_runs, selected_checkpoint,
                         with_nproc)
-from .tables import (TABLE_TITLES, chance_t2a, ensembles_vs_members_markdown, make_figures,
+from .tables import (FIGURES, TABLE_TITLES, chance_t2a, ensembles_vs_members_markdown, make_figures,
                           random_caption_scores, runs_markdown, table1, table2, table3, table4, table_markdown,
                           write_report, write_tables)
 
@@ -43,8 +45,8 @@ _all_ = ["data_root", "reports_root", "set_threads", "DATASETS", "clotho_splits"
          "SMOKE_CORPUS", "SMOKE_METRICS", "CaptionerSystem", "CaptioningSpec", "DataSpec", "EnsembleSpec",
          "FeatureExtractorSpec", "ParamCountSpec", "Profile", "ProfileError", "RetrievalSpec", "RetrievalSystem",
          "load_profile", "profile_to_dict", "profiles_dir", "show_profile", "smoke_profile", "train_config",
-         "write_profile", "audio_encoder_of", "retrieval_eval", "retrieval_scores", "MARKER", "TRAINING_NOTEBOOKS",
+         "write_profile", "declared_parameters", "planned_run", "profile_parameters", "audio_encoder_of", "retrieval_eval", "retrieval_scores", "MARKER", "TRAINING_NOTEBOOKS",
          "Run", "RunFailed", "execute_run", "experiments_dir", "load_run_result", "plan_runs", "run_status",
-         "runs_root", "save_run_result", "select_runs", "selected_checkpoint", "with_nproc", "TABLE_TITLES",
+         "runs_root", "save_run_result", "select_runs", "selected_checkpoint", "with_nproc", "FIGURES", "TABLE_TITLES",
          "chance_t2a", "ensembles_vs_members_markdown", "make_figures", "random_caption_scores", "runs_markdown", "table1", "table2", "table3",
          "table4", "table_markdown", "write_report", "write_tables"]

@@ -18,14 +18,15 @@ from .core import atomic_path, atomic_write, git_commit, load_json, markdown_tab
 from .datasets import read_records
 from .decoding import caption_scores
 from .paper import PAPER_CAPTIONER_CONFIGS, PAPER_TABLES, T3_COLS
-from .profile import Profile, load_profile
+from .profile import Profile, load_profile, profiles_dir
 from .retrieval import TABLE2_SYSTEMS
-from .runs import MARKER, RunFailed, experiments_dir, load_run_result, plan_runs, run_status, runs_root
+from .runs import (MARKER, IPCKernelManager, RunFailed, experiments_dir, load_run_result, plan_runs, run_status,
+                        runs_root)
 
 # %% auto #0
-__all__ = ['T3_SHORT', 'TABLE_TITLES', 'TABLES', 'table1', 'table2', 'chance_t2a', 'random_caption_scores', 'table3', 'table4',
-           'table_markdown', 'write_tables', 'make_figures', 'write_report', 'runs_markdown', 'ensembles_vs_members',
-           'ensembles_vs_members_markdown']
+__all__ = ['T3_SHORT', 'TABLE_TITLES', 'TABLES', 'FIGURES', 'table1', 'table2', 'chance_t2a', 'random_caption_scores', 'table3',
+           'table4', 'table_markdown', 'write_tables', 'make_figures', 'write_report', 'runs_markdown',
+           'ensembles_vs_members', 'ensembles_vs_members_markdown']
 
 # %% ../nbs/43_tables.ipynb #30c4c9dc
 def _fmt(v, nd=1) -> str:
@@ -227,7 +228,7 @@ def _log_frame(p: Profile, runs: list[tuple[str, list[str]]]) -> pd.DataFrame | 
     frames = []
     for label, chain in runs:
         offset = 0
-        for run in chain:
+        for stage, run in enumerate(chain):
             f = runs_root(p) / run / "log.csv"
             if not ((runs_root(p) / run / MARKER).exists() and f.exists()):
                 continue
@@ -236,7 +237,7 @@ def _log_frame(p: Profile, runs: list[tuple[str, list[str]]]) -> pd.DataFrame | 
                 df = df[df["kind"] == "train"]
             if "loss" in df and len(df):
                 steps = df["step"] if "step" in df else pd.Series(range(1, len(df) + 1), index=df.index)
-                frames.append(pd.DataFrame({"system": label, "x": steps + offset, "loss": df["loss"]}))
+                frames.append(pd.DataFrame({"system": label, "x": steps + offset, "loss": df["loss"], "stage": stage}))
                 offset += int(steps.max())
     return pd.concat(frames, ignore_index=True) if frames else None
 
@@ -267,14 +268,32 @@ def _save_fig(fig, path: Path) -> Path:
     return path
 
 # %% ../nbs/43_tables.ipynb #3e6b8f4b
+def _mark_stages(ax, df: pd.DataFrame, stages: tuple[str, ...]) -> None:
+    "A dotted line where each later stage (fine-tuning) starts, each stage named beside it."
+    for i in range(1, len(stages)):
+        for x in sorted(set(df[df.stage == i].groupby("system")["x"].min())):
+            ax.axvline(x - 0.5, color="grey", ls=":", lw=1.2)
+            kw = dict(transform=ax.get_xaxis_transform(), fontsize=8, va="bottom", color="dimgrey")
+            ax.text(x - 0.5, 0.02, f"{stages[i - 1]} \u2190 ", ha="right", **kw)
+            ax.text(x - 0.5, 0.02, f" \u2192 {stages[i]}", ha="left", **kw)
+
+def _chance_lines(ax, chance: dict, label: str) -> None:
+    "Chance per group of bars (x tick label -> value): a dotted red line across the group."
+    for i, lab in enumerate(t.get_text() for t in ax.get_xticklabels()):
+        if chance.get(lab) is not None:
+            ax.hlines(chance[lab], i - 0.4, i + 0.4, colors="tab:red", linestyles=":", lw=1.8,
+                      label=label if i == 0 else None)
+
 @_themed
-def _curves_figure(p: Profile, runs: list[tuple[str, list[str]]], title: str, path: Path) -> Path:
+def _curves_figure(p: Profile, runs: list[tuple[str, list[str]]], title: str, path: Path,
+                   stages: tuple[str, ...] = ()) -> Path:
     sns = _seaborn()
     df = _log_frame(p, runs)
     fig, ax = _new_figure((7, 3.6))
     if df is not None:
         sns.lineplot(df, x="x", y="loss", hue="system", marker="o", ax=ax)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        _mark_stages(ax, df, stages)
     else:
         ax.text(0.5, 0.5, "no completed runs yet", ha="center", transform=ax.transAxes)
     ax.set(title=title, xlabel="optimiser step", ylabel="training loss")
@@ -283,8 +302,11 @@ def _curves_figure(p: Profile, runs: list[tuple[str, list[str]]], title: str, pa
 @_themed
 def _table3_figure(p: Profile, table: list[dict], path: Path) -> Path:
     sns = _seaborn()
-    rows = []
+    rows, chance = [], {}
     for r in table:
+        if str(r["system"]).startswith("chance"):
+            chance.update({f"{T3_SHORT[c]} {st.upper()}": r.get(f"{c}_{st}") for c in T3_COLS for st in ("xe", "scst")})
+            continue
         for col in T3_COLS:
             for stage in ("xe", "scst"):
                 for src, key in (("ours", f"{col}_{stage}"), ("paper", f"{col}_{stage}_paper")):
@@ -299,7 +321,9 @@ def _table3_figure(p: Profile, table: list[dict], path: Path) -> Path:
         for i, lab in enumerate(t.get_text() for t in ax.get_xticklabels()):
             if lab in paper:
                 ax.hlines(paper[lab], i - 0.4, i + 0.4, colors="k", linestyles="--", lw=1)
-    ax.set(title=f"Table 3: captioning scores, ours (bars) vs paper best (dashes), {p.name}", ylabel="score (%)")
+        _chance_lines(ax, chance, "chance: a random training caption")
+    ax.set(title=f"Table 3: captioning scores, ours (bars) vs paper best (dashes) and chance (dots), {p.name}",
+           ylabel="score (%)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.tick_params(axis="x", rotation=30)
@@ -310,29 +334,47 @@ def _table4_figure(p: Profile, table: list[dict], path: Path) -> Path:
     sns = _seaborn()
     ks = (("r1", "R@1"), ("r5", "R@5"), ("r10", "R@10"), ("map10", "mAP@10"))
     rows = [dict(system=r["system"], k=lab, value=r[k], source="ours") for r in table for k, lab in ks
-            if r.get(k) is not None]
+            if r.get(k) is not None and not str(r["system"]).startswith("chance")]
+    chance = next(({lab: r.get(k) for k, lab in ks} for r in table if str(r["system"]).startswith("chance")), {})
     rows += [dict(system="paper: Ensemble", k=lab, value=PAPER_TABLES["table4"]["Ensemble"][k], source="paper")
              for k, lab in ks]
     fig, ax = _new_figure((10, 4))
     sns.barplot(pd.DataFrame(rows), x="k", y="value", hue="system", ax=ax)
-    ax.set(title=f"Table 4: text-to-audio retrieval, {p.name} (and the paper's ensemble)", xlabel="", ylabel="%")
+    _chance_lines(ax, chance, "chance: a random ranking")
+    ax.set(title=f"Table 4: text-to-audio retrieval, {p.name} (and the paper's ensemble; chance dotted)", xlabel="",
+           ylabel="%")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _save_fig(fig, path)
 
+FIGURES = {1: "curves_captioning.png", 2: "curves_retrieval.png", 3: "table3.png", 4: "table4.png"}
+
 def make_figures(profile: Profile | str, tables: dict | None = None) -> dict[int, Path]:
-    "Write `reports/<profile>/table{n}.png` for each table; return the paths."
+    "Write the figure shown beside each table (`FIGURES`) into `reports/<profile>/`; return their paths by table."
     p = profile if isinstance(profile, Profile) else load_profile(profile)
     tables = tables or {n: make(p) for n, make in TABLES.items()}
     out = reports_root() / p.name
     return {1: _curves_figure(p, [(s.name, [f"cap_{s.name}_xe"]) for s in p.captioning.systems],
-                              f"Table 1 models: cross-entropy training ({p.name})", out / "table1.png"),
+                              f"Table 1's captioners: cross-entropy training ({p.name})", out / FIGURES[1]),
             2: _curves_figure(p, [(s.name, [f"ret_{s.name}_pretrain", f"ret_{s.name}_finetune"])
                                   for s in p.retrieval.systems],
-                              f"Table 2 models: InfoNCE, pre-training then fine-tuning ({p.name})", out / "table2.png"),
-            3: _table3_figure(p, tables[3], out / "table3.png"),
-            4: _table4_figure(p, tables[4], out / "table4.png")}
+                              f"Table 2's retrieval models: InfoNCE loss ({p.name})", out / FIGURES[2],
+                              ("pre-training", "fine-tuning")),
+            3: _table3_figure(p, tables[3], out / FIGURES[3]),
+            4: _table4_figure(p, tables[4], out / FIGURES[4])}
 
 # %% ../nbs/43_tables.ipynb #a803fa5d
+def _profile_argument(p: Profile, out: Path) -> str:
+    "The report's `profile` parameter: a packaged profile by its name, another by its path from `out`."
+    packaged = profiles_dir() / f"{p.name}.yaml"
+    return p.name if Path(p.source).resolve() == packaged.resolve() else os.path.relpath(p.source, out)
+
+def _publishable(nb, p: Profile):
+    "The executed report titled, and papermill's record of its input and output relative to the checkout."
+    nb.metadata["title"] = f"aacnb: Tables 1-4 of the SJTU DCASE 2022 Task 6 report, profile {p.name}"
+    nb.metadata.get("papermill", {}).update(input_path="nbs/experiments/report.ipynb",
+                                            output_path=f"reports/{p.name}/report.ipynb")
+    return nb
+
 def write_report(profile: Profile | str) -> Path:
     "Execute the report notebook into `reports/<profile>/report.ipynb` and export `report.html`; return the HTML path."
     import nbformat
@@ -343,30 +385,35 @@ def write_report(profile: Profile | str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".report.tmp.ipynb"
     try:
-        pm.execute_notebook(str(experiments_dir() / "report.ipynb"), str(tmp), parameters=dict(profile=p.source),
-                            kernel_name="python3", progress_bar=False, cwd=str(out), language="python")
+        pm.execute_notebook(str(experiments_dir() / "report.ipynb"), str(tmp),
+                            parameters=dict(profile=_profile_argument(p, out)), kernel_name="python3",
+                            progress_bar=False, cwd=str(out), language="python", kernel_manager_class=IPCKernelManager)
     except pm.PapermillExecutionError as e:
         os.replace(tmp, out / "report.ipynb")
         raise RunFailed(f"the report failed in {out / 'report.ipynb'}, cell In[{e.exec_count}]: {e.ename}: {e.evalue}",
                         "report", str(out / "report.ipynb"), e.cell_index) from None
-    os.replace(tmp, out / "report.ipynb")
-    html, _ = HTMLExporter(exclude_input=False).from_notebook_node(nbformat.read(out / "report.ipynb", as_version=4))
+    nb = _publishable(nbformat.read(tmp, as_version=4), p)
+    with atomic_write(out / "report.ipynb", encoding="utf-8") as f:
+        nbformat.write(nb, f)
+    tmp.unlink()
+    html, _ = HTMLExporter(exclude_input=True).from_notebook_node(nb)
     with atomic_write(out / "report.html", encoding="utf-8") as f:
         f.write(html)
     return out / "report.html"
 
 def runs_markdown(profile: Profile | str) -> str:
-    "A Markdown table of the profile's runs: status, seconds, executed notebook."
+    "A Markdown table of the profile's runs: the committed notebook each executes, status, seconds, commit."
     p = profile if isinstance(profile, Profile) else load_profile(profile)
     root, rows, total = runs_root(p), [], 0.0
     for r in plan_runs(p):
         m = root / r.name / MARKER
         info = load_json(m) if m.exists() else {}
         total += info.get("seconds", 0.0)
-        rows.append({"run": r.name, "notebook": r.notebook, "status": run_status(r, root),
-                     "seconds": _fmt(info.get("seconds"), 1), "commit": info.get("provenance", {}).get("commit", ""),
-                     "executed notebook": f"runs/{p.name}/{r.name}.ipynb" if m.exists() else ""})
-    return markdown_table(rows, list(rows[0])) + f"\n\nTotal run time: {total:.0f} s.\n"
+        rows.append({"run": r.name, "notebook": f"nbs/experiments/{r.notebook}", "status": run_status(r, root),
+                     "seconds": _fmt(info.get("seconds"), 1), "commit": info.get("provenance", {}).get("commit", "")})
+    return (markdown_table(rows, list(rows[0])) + f"\n\nTotal run time: {total:.0f} s. Each run's executed notebook "
+            f"(`reports/runs/{p.name}/<run>.ipynb`) and its folder (log, checkpoints, predictions) are written by "
+            f"`aacnb reproduce --profile {p.name}` on the machine that runs it; they are not committed.\n")
 
 # %% ../nbs/43_tables.ipynb #5f1682da
 def _interval(r: dict) -> str:

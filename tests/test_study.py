@@ -111,10 +111,11 @@ def test_every_experiment_notebook_keeps_its_parameters_cell():
         assert "profile" in params, nb
         tagged = [c for c in nbformat.read(nb, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, nb
-        # flat values, each commented
+        # flat values, each typed and commented (papermill --help-notebook shows both); `typing` for the types
         for line in tagged[0].source.splitlines():
-            if line.strip():
+            if line.strip() and not line.startswith("from typing import"):
                 assert "=" in line and "#" in line, (nb.name, line)
+        assert all(p["inferred_type_name"] != "None" and p["help"] for p in params.values()), nb.name
 
 
 @pytest.mark.parametrize("profile", ["tiny", "paper"])
@@ -257,7 +258,7 @@ def test_smoke_run_end_to_end_then_rerun_skips(tmp_path, capsys):
     assert res["skipped"] == [] and len(res["ran"]) == 10, out.getvalue()
     rep = Path(study.reports_root()) / "smoke"
     for n in (1, 2, 3, 4):
-        assert (rep / f"table{n}.md").stat().st_size > 100 and (rep / f"table{n}.png").stat().st_size > 1000
+        assert (rep / f"table{n}.md").stat().st_size > 100 and (rep / study.FIGURES[n]).stat().st_size > 1000
     assert (rep / "report.ipynb").exists() and "Table 4" in (rep / "report.html").read_text()
     runs = Path(study.reports_root()) / "runs" / "smoke"
     for r in res["ran"]:
