@@ -26,7 +26,7 @@ from .profile import Profile, ProfileError, load_profile, profiles_dir, show_pro
 from .retrieval import weights_status
 from .runs import (MARKER, Run, RunFailed, execute_run, output_problem, plan_runs, run_status, runs_root,
                         select_runs, upgrade_marker, with_nproc)
-from .tables import write_report
+from .report import write_report
 
 # %% auto #0
 __all__ = ['data_checks', 'device_check', 'weight_checks', 'PeakRSS', 'stage_of', 'write_resources', 'run_pipeline',

@@ -34,9 +34,9 @@ from .retrieval import audio_encoder_of, retrieval_eval, retrieval_scores
 from .runs import (MARKER, TRAINING_NOTEBOOKS, Run, RunFailed, execute_run, experiments_dir, load_run_result,
                         plan_runs, run_status, runs_root, save_run_result, select_runs, selected_checkpoint,
                         with_nproc)
-from .tables import (FIGURES, TABLE_TITLES, chance_t2a, ensembles_vs_members_markdown, make_figures,
-                          random_caption_scores, runs_markdown, table1, table2, table3, table4, table_markdown,
-                          write_report, write_tables)
+from .report import ensembles_vs_members_markdown, runs_markdown, write_report
+from .tables import (FIGURES, TABLE_TITLES, chance_t2a, make_figures, random_caption_scores, table1, table2,
+                          table3, table4, table_markdown, write_tables)
 
 _all_ = ["data_root", "reports_root", "set_threads", "DATASETS", "clotho_splits", "read_records", "train_subset",
          "caption_batches", "caption_eval", "caption_scores", "FIDELITY", "PAPER_CAPTIONER_CONFIGS",
