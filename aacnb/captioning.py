@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from .caption_decoders import GRUDecoder, TransformerDecoder
 from .checkpoints import load_checkpoint
 from .core import Config
-from .pretrained import from_pretrained, save_pretrained
+from .pretrained import PretrainedModel, save_pretrained
 
 # %% auto #0
 __all__ = ['CaptionConfig', 'length_mask', 'masked_mean', 'BiGRUEncoder', 'Captioner', 'build_captioner', 'encode_captions',
@@ -112,7 +112,7 @@ class BiGRUEncoder(nn.Module):
         return {"frames": frames, "clip": masked_mean(frames, mask), "mask": mask}
 
 # %% ../nbs/30_captioning.ipynb #7944ff32
-class Captioner(nn.Module):
+class Captioner(PretrainedModel, nn.Module):
     "BiGRU encoder + Transformer or attentional GRU decoder over cached audio features."
     def __init__(self, config: CaptionConfig):
         super().__init__()
@@ -128,14 +128,6 @@ class Captioner(nn.Module):
     def save_pretrained(self, folder, vocab=None, extractor=None, run_dir=None):
         "This captioner as a folder with its vocabulary and feature extractor (`aacnb.pretrained.save_pretrained`)."
         return save_pretrained(self, folder, vocab=vocab, extractor=extractor, run_dir=run_dir)
-
-    @classmethod
-    def from_pretrained(cls, path, device="cpu") -> "Captioner":
-        "A captioner saved by `save_pretrained` (folder) or a training checkpoint (`.pt`), with `vocab` and `extractor_path`."
-        model = from_pretrained(path, device)
-        if not isinstance(model, cls):
-            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
 
     # -- the pieces decoding uses ------------------------------------------------------------------
     def encode(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:

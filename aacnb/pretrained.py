@@ -28,7 +28,7 @@ from .text_encoders import TEXT_ENCODERS, TextEncoder
 __all__ = ['FOLDER_FORMAT', 'CONFIG_FILE', 'WEIGHTS_FILE', 'VOCAB_FILE', 'CARD_FILE', 'EXTRACTOR_FOLDER', 'CAPTIONER_BUILDER',
            'BIENCODER_BUILDER', 'model_recipe', 'audio_encoder_in', 'text_encoder_revision', 'text_encoder_reference',
            'atomic_folder', 'load_feature_extractor', 'save_pretrained', 'read_model_config', 'find_extractor',
-           'from_pretrained', 'run_summary', 'model_card', 'export_run', 'cli_export_model']
+           'from_pretrained', 'PretrainedModel', 'run_summary', 'model_card', 'export_run', 'cli_export_model']
 
 # %% ../nbs/13d_pretrained.ipynb #e9bb3ddc
 FOLDER_FORMAT = "aacnb.pretrained/1"
@@ -323,6 +323,16 @@ def from_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu")
     else:
         raise FileNotFoundError(f"{path}: no saved model folder or checkpoint there")
     return model.to(device).eval()
+
+class PretrainedModel:
+    "Mixed into the package's models: `Model.from_pretrained(path)` is `from_pretrained`, checked to give a `Model`."
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu"):
+        "The model saved at `path` (a folder of `save_pretrained`, or a training checkpoint `.pt`), in eval mode."
+        model = from_pretrained(path, device)
+        if not isinstance(model, cls):
+            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
 
 # %% ../nbs/13d_pretrained.ipynb #31d62c84
 def run_summary(run_dir: str | os.PathLike) -> dict:

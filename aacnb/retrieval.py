@@ -23,7 +23,7 @@ from .distributed import gather_with_grad
 from .ast_encoder import ASTEncoder, ASTEncoderConfig
 from .encoders import AUDIO_ENCODERS, PANNS_CHECKPOINTS, PannsConfig, audio_encoder_key, build_audio_encoder
 from .text_encoders import TEXT_ENCODERS, TextEncoder, minilm_path
-from .pretrained import from_pretrained, save_pretrained
+from .pretrained import PretrainedModel, save_pretrained
 
 # %% auto #0
 __all__ = ['DEFAULT_PAIR', 'TABLE2_SYSTEMS', 'TABLE4_SYSTEMS', 'InfoNCELoss', 'BiEncoder', 'default_audio_weights',
@@ -65,7 +65,7 @@ class InfoNCELoss(nn.Module):
         return loss, logits
 
 # %% ../nbs/12_retrieval.ipynb #3632dbe8
-class BiEncoder(nn.Module):
+class BiEncoder(PretrainedModel, nn.Module):
     "Audio encoder + text encoder + linear projections to a shared space + symmetric InfoNCE."
     def __init__(self, audio_encoder: nn.Module, text_encoder: nn.Module, embed_dim: int = 1024,
                  init_temperature: float = 0.07, max_scale: float | None = 100.0):
@@ -104,14 +104,6 @@ class BiEncoder(nn.Module):
     def save_pretrained(self, folder, run_dir=None):
         "This model as a folder; an unchanged published text encoder is referenced, not copied (`aacnb.pretrained`)."
         return save_pretrained(self, folder, run_dir=run_dir)
-
-    @classmethod
-    def from_pretrained(cls, path, device="cpu") -> "BiEncoder":
-        "A bi-encoder saved by `save_pretrained` (folder) or a training checkpoint (`.pt`)."
-        model = from_pretrained(path, device)
-        if not isinstance(model, cls):
-            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         "The text encoder's pooled outputs (B, D_text); memoised per caption while the encoder is frozen."
