@@ -19,7 +19,7 @@ from .download import (CLOTHO_SPLIT_ALIASES, clotho_split, download_audiocaps_cs
                             download_macs)
 
 # %% auto #0
-__all__ = ['AACDataset', 'Clotho', 'AudioCaps', 'MACS']
+__all__ = ['AACDataset', 'Clotho', 'AudioCaps', 'MACS', 'collate_items']
 
 # %% ../nbs/04a_dataset_classes.ipynb #adbaea3a
 class AACDataset(Dataset):
@@ -27,6 +27,8 @@ class AACDataset(Dataset):
     name = "dataset"                       # what the data is called in messages
     subsets: tuple[str, ...] = ()          # the names a user may pass
     default_subset = ""
+    download_hint = ""                     # what download=True does not fetch, for the messages when data is missing
+    BASE_COLUMNS = ("audio", "sr", "captions", "fname", "index", "subset", "dataset")
 
     def __init__(self, root: str | os.PathLike | None = None, subset: str | None = None, download: bool = False,
                  sample_rate: int = SAMPLE_RATE, transform: Callable[[dict], Any] | None = None,
@@ -36,31 +38,33 @@ class AACDataset(Dataset):
         self.sample_rate, self.transform = int(sample_rate), transform
         if download:  # the downloaders skip what is already complete, so this is cheap on a second run
             self.download(self.root, self.subset, progress=verbose, **(download_options or {}))
+        fetch = f"{type(self).__name__}(root, {self.subset!r}, download=True) fetches it"
         try:
             self.records: list[AudioCaptionRecord] = self.read(self.root, self.subset)
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"{self.name} {self.subset!r} is not under {self.root}: {e}. "
-                                    f"{type(self).__name__}(root, {self.subset!r}, download=True) fetches it"
-                                    f"{self.download_hint}") from e
+            raise FileNotFoundError(f"{self.name} {self.subset!r} is not under {self.root}: {e}; "
+                                    f"or {fetch}{self.download_hint}") from e
         if not self.records:
             raise FileNotFoundError(f"{self.name} {self.subset!r} under {self.root}: no clip listed has its audio "
-                                    f"file (the warning above names the folder); "
-                                    f"{type(self).__name__}(root, {self.subset!r}, download=True) fetches it"
-                                    f"{self.download_hint}")
+                                    f"file (the warning above names the folder); {fetch}{self.download_hint}")
 
-    # the three hooks a dataset fills in
-    download_hint = ""
-    def check_subset(self, subset: str) -> str: raise NotImplementedError
-    def read(self, root: Path, subset: str) -> list[AudioCaptionRecord]: raise NotImplementedError
-    def download(self, root: Path, subset: str, progress: bool, **options) -> None: raise NotImplementedError
+    def check_subset(self, subset: str) -> str:
+        "The subset's canonical name; an error naming the choices for any other."
+        raise NotImplementedError
+
+    def read(self, root: Path, subset: str) -> list[AudioCaptionRecord]:
+        "The subset's records, through the reader of `aacnb.datasets`."
+        raise NotImplementedError
+
+    def download(self, root: Path, subset: str, progress: bool, **options) -> None:
+        "Fetch the subset with `aacnb.download` (`options` go to its downloader: `base_url`, `files`...)."
+        raise NotImplementedError
 
     @property
     def column_names(self) -> list[str]:
         "The keys of an item (metadata columns as the first clip has them)."
-        meta = [k for k in self.records[0].metadata if k not in self._BASE] if self.records else []
-        return [*self._BASE, *meta]
-
-    _BASE = ("audio", "sr", "captions", "fname", "index", "subset", "dataset")
+        meta = [k for k in self.records[0].metadata if k not in self.BASE_COLUMNS] if self.records else []
+        return [*self.BASE_COLUMNS, *meta]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -115,7 +119,6 @@ class Clotho(AACDataset):
     "Clotho v2.1 `subset` ('dev', 'val', 'eval') under `<root>/CLOTHO_v2.1/`; `download=True` fetches it from Zenodo."
     name = "Clotho v2.1"
     subsets, default_subset = tuple(CLOTHO_SPLIT_ALIASES), "dev"
-    download_hint = " (or run `aacnb download clotho`; `aacnb make-corpus` writes the generated corpus in the same layout)"
 
     def check_subset(self, subset: str) -> str:
         if subset.startswith("dcase_"):
@@ -140,7 +143,7 @@ class AudioCaps(AACDataset):
     name = "AudioCaps"
     subsets, default_subset = ("train", "val", "test"), "train"
     download_hint = (" (the caption CSVs only: the audio is YouTube's and goes under "
-                     "<root>/AUDIOCAPS/audio/<subset>/ as <youtube_id>.wav or .flac; `aacnb download audiocaps`)")
+                     "<root>/AUDIOCAPS/audio/<subset>/ as <youtube_id>.wav or .flac, see `aacnb download audiocaps`)")
 
     def check_subset(self, subset):
         if subset not in self.subsets:
@@ -157,7 +160,6 @@ class MACS(AACDataset):
     "MACS (subset 'full') under `<root>/MACS/`; `download=True` fetches `MACS.yaml` and the TAU 2019 audio."
     name = "MACS"
     subsets, default_subset = ("full",), "full"
-    download_hint = " (or run `aacnb download macs`)"
 
     def check_subset(self, subset):
         if subset not in self.subsets:
@@ -169,3 +171,15 @@ class MACS(AACDataset):
 
     def download(self, root, subset, progress, **options):
         download_macs(root, progress=progress, **options)
+
+# %% ../nbs/04a_dataset_classes.ipynb #af84b9f3
+def collate_items(batch: list[dict]) -> dict:
+    "A `collate_fn` for these items: `audio` zero-padded to (B, 1, S_max), `audio_lengths` (B,), lists for the rest."
+    if not batch:
+        raise ValueError("cannot collate an empty batch")
+    out: dict[str, Any] = {key: [item[key] for item in batch] for key in batch[0]}
+    if "audio" in out:
+        waves = [a[0] for a in out["audio"]]                              # (samples,) each
+        out["audio_lengths"] = torch.tensor([w.shape[0] for w in waves], dtype=torch.long)
+        out["audio"] = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True).unsqueeze(1)   # (B, 1, S_max)
+    return out

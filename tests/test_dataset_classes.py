@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from aacnb.dataset_classes import MACS, AudioCaps, Clotho
+from aacnb.dataset_classes import MACS, AudioCaps, Clotho, collate_items
 from aacnb.synthetic import make_corpus
 
 SMALL = dict(n_clips=9, n_audiocaps=6, n_macs=3, clip_seconds=(3.0, 4.0), progress=False, num_workers=1)
@@ -155,3 +155,31 @@ def test_download_true_fetches_the_subset(corpus, file_server, tmp_path):
     assert n == 3
     Clotho(root, "eval", download=True, download_options={"files": table})  # complete: nothing fetched again
     assert len(file_server.requests) == n
+
+
+def test_collate_pads_to_the_longest_clip(corpus):
+    ds = Clotho(corpus, "dev")
+    items = [ds[i] for i in range(len(ds))]
+    assert len({it["audio"].shape[1] for it in items}) > 1          # the corpus's clips differ in length
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=len(ds), collate_fn=collate_items)))
+    lengths = [it["audio"].shape[1] for it in items]
+    assert batch["audio"].shape == (len(ds), 1, max(lengths)) and batch["audio_lengths"].tolist() == lengths
+    for b, it in enumerate(items):
+        assert torch.equal(batch["audio"][b, :, : lengths[b]], it["audio"])
+        assert not batch["audio"][b, :, lengths[b]:].any()               # zeros after the clip
+    assert batch["captions"] == [it["captions"] for it in items] and batch["fname"] == [it["fname"] for it in items]
+    with pytest.raises(ValueError, match="empty batch"):
+        collate_items([])
+
+
+def test_audiocaps_download_true_fetches_the_csv_and_says_where_audio_goes(file_server, tmp_path):
+    (file_server.folder / "val.csv").write_text("audiocap_id,youtube_id,start_time,caption\n"
+                                                "1,abc123,30,a dog barks\n2,abc123,30,a dog is barking\n")
+    root = tmp_path / "ac"
+    with pytest.raises(FileNotFoundError, match=r"no clip listed has its audio file.*AUDIOCAPS/audio/<subset>/"):
+        AudioCaps(root, "val", download=True, download_options={"base_url": file_server.url})
+    assert (root / "AUDIOCAPS" / "csv_files" / "val.csv").read_text().count("abc123") == 2
+    (root / "AUDIOCAPS" / "audio" / "val").mkdir(parents=True)           # the audio, supplied by hand
+    sf.write(root / "AUDIOCAPS" / "audio" / "val" / "abc123.wav", np.zeros(16000, "float32"), 16000)
+    ds = AudioCaps(root, "val")
+    assert len(ds) == 1 and ds[0]["captions"] == ["a dog barks", "a dog is barking"] and ds[0]["fname"] == "abc123.wav"
