@@ -143,8 +143,8 @@ def _search_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="auto")
     return ap
 
-def _search_index(a, queries: list[str]) -> tuple[dict, int, float]:
-    "Rankings of `queries` from the index file `a.index`, its size, and the milliseconds the ranking took."
+def _search_index(a, queries: list[str]) -> tuple[dict, int, str]:
+    "Rankings of `queries` from the index file `a.index`, its size, and how long embedding and ranking took."
     from aacnb.inference import embed_texts
     from aacnb.search_index import AudioIndex
     idx = AudioIndex(a.index)
@@ -152,8 +152,11 @@ def _search_index(a, queries: list[str]) -> tuple[dict, int, float]:
     idx.check_model(model_path)
     model = AudioSearcher.from_checkpoint(model_path, device=a.device, use_cache=False).model
     t0 = time.perf_counter()
-    hits = idx.search(embed_texts(model, queries, progress=False).numpy(), a.top)
-    return dict(zip(queries, hits)), len(idx), 1000 * (time.perf_counter() - t0)
+    q = embed_texts(model, queries, progress=False).numpy()
+    t1 = time.perf_counter()
+    hits = idx.search(q, a.top)
+    t2 = time.perf_counter()
+    return dict(zip(queries, hits)), len(idx), f"embedded in {1e3 * (t1 - t0):.1f} ms, ranked in {1e3 * (t2 - t1):.1f} ms"
 
 # %% ../nbs/50_search.ipynb #25579234
 def cli_search(argv: list[str] | None = None) -> int:
@@ -167,10 +170,10 @@ def cli_search(argv: list[str] | None = None) -> int:
         ap.error("--top must be at least 1")
     if a.folder is not None and a.model is None:
         ap.error("--folder needs --model")
-    ms = None
+    timing = None
     try:
         if a.index is not None:
-            results, n, ms = _search_index(a, queries)
+            results, n, timing = _search_index(a, queries)
         else:
             s = AudioSearcher.from_checkpoint(a.model, cache_dir=a.cache_dir, batch_size=a.batch_size,
                                               max_seconds=a.max_seconds, device=a.device, use_cache=not a.no_cache)
@@ -183,7 +186,8 @@ def cli_search(argv: list[str] | None = None) -> int:
         print(json.dumps(results if len(queries) > 1 else results[queries[0]], indent=2))
         return 0
     for q, hits in results.items():
-        print(f"query: {q!r}  ({n} files" + (f", ranked in {ms:.1f} ms)" if ms is not None else ")"))
+        print(f"query: {q!r}  ({n} files" + (f"; {len(queries)} quer{'ies' if len(queries) > 1 else 'y'} {timing})"
+                                           if timing else ")"))
         for h in hits:
             print(f"  {h['rank']:>3}  {h['score']:+.3f}  {shown(h['path'])}")
     return 0

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioError, load_audio, shown
 from .core import atomic_write, get_device, get_logger
@@ -158,7 +159,7 @@ def default_index_path(folder: str | os.PathLike) -> Path:
 
 def build_index(folder: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike | None = None,
                 chunk_size: int = 64, batch_size: int = 8, max_seconds: float | None = None,
-                device: str | torch.device = "cpu", log=None) -> dict:
+                device: str | torch.device = "cpu", progress: bool = False, log=None) -> dict:
     "Index the audio files under `folder` with the retrieval model saved at `model` into `out`; a report."
     if chunk_size < 1 or batch_size < 1:
         raise ValueError(f"chunk_size and batch_size must be at least 1, got {chunk_size} and {batch_size}")
@@ -171,15 +172,15 @@ def build_index(folder: str | os.PathLike, model: str | os.PathLike, out: str | 
     known, old_paths = _previous(out, want)
     known.update(_finished_chunks(part, want, log))
     todo = [k for k in keys if k not in known]
-    net = None
+    net = _load_model(Path(model), device) if todo else None
     n0 = 1 + max([int(f.stem.split("-")[1]) for f in part.glob("chunk-*.npz")], default=0)
-    for c, s in enumerate(range(0, len(todo), chunk_size)):
-        net = net or _load_model(Path(model), device)
-        emb, ok, failed = _embed_chunk(net, root, todo[s: s + chunk_size], batch_size, max_seconds)
-        write_chunk(part, n0 + c, emb, ok, failed, want)
-        known.update(zip(ok, emb))
-        known.update({tuple(k): why for k, why in failed})
-        log.info(f"embedded {min(s + chunk_size, len(todo))}/{len(todo)} file(s)")
+    with tqdm(total=len(todo), unit="file", desc=f"embedding into {out.name}", disable=not progress) as bar:
+        for c, s in enumerate(range(0, len(todo), chunk_size)):
+            emb, ok, failed = _embed_chunk(net, root, todo[s: s + chunk_size], batch_size, max_seconds)
+            write_chunk(part, n0 + c, emb, ok, failed, want)
+            known.update(zip(ok, emb))
+            known.update({tuple(k): why for k, why in failed})
+            bar.update(len(ok) + len(failed))
     rows = [k for k in keys if not isinstance(known[k], str)]
     failed = [[list(k), known[k]] for k in keys if isinstance(known[k], str)]
     dim = len(known[rows[0]]) if rows else (net.embed_dim if net is not None else 0)
@@ -268,7 +269,7 @@ def cli_index(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         report = build_index(a.folder, a.model, a.out, chunk_size=a.chunk_size, batch_size=a.batch_size,
-                             max_seconds=a.max_seconds, device=a.device)
+                             max_seconds=a.max_seconds, device=a.device, progress=not a.json)
     except (FileNotFoundError, TypeError, ValueError) as e:
         print(f"aacnb index: {e}", file=sys.stderr)
         return 1

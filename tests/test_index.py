@@ -151,7 +151,7 @@ def test_search_index_ranks_by_cosine_as_the_model_does(tmp_path, model, capsys)
     assert cli_search(["--index", str(folder), "--query", "rain", "--query", "wind", "--top", "2",
                        "--device", "cpu"]) == 0  # the folder stands for its default index file
     out = capsys.readouterr().out
-    assert "query: 'rain'  (12 files, ranked in" in out and "query: 'wind'" in out
+    assert "query: 'rain'  (12 files; 2 queries embedded in" in out and "query: 'wind'" in out
 
 
 def test_faiss_top_10_equals_exact_search_on_100000_vectors():
