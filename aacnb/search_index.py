@@ -81,7 +81,8 @@ def read_npz(path: Path) -> tuple[dict, np.ndarray]:
     except FileNotFoundError:
         raise AudioIndexError(f"no index at {shown(path)}: make one with `aacnb index FOLDER --model M`") from None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise AudioIndexError(f"{shown(path)} is not a readable aacnb index ({type(e).__name__}: {e})") from None
+        raise AudioIndexError(f"{shown(path)} is not a readable aacnb index ({type(e).__name__}: {e}); delete it "
+                              "and run `aacnb index` again to remake it") from None
     if meta.get("format") != INDEX_FORMAT or len(meta.get("files", ())) != len(emb):
         raise AudioIndexError(f"{shown(path)} is not an {INDEX_FORMAT} file, or its rows and keys disagree")
     return meta, emb
