@@ -16,7 +16,7 @@ export PYTHONHASHSEED := 0
 $(STAMP): settings.ini setup.py scripts/fix_torchaudio.py
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,faiss]"
 	$(PY) -m pip install -q --no-deps $$(sed -n 's/^nodeps_requirements *= *//p' settings.ini)
 	$(PY) scripts/fix_torchaudio.py
 	@touch $(STAMP)

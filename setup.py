@@ -19,7 +19,7 @@ setuptools.setup(
     package_data={"aacnb": ["profiles/*.yaml", "data/*"]},
     include_package_data=True,
     install_requires=cfg["requirements"].split(),
-    extras_require={"dev": cfg["dev_requirements"].split()},
+    extras_require={"dev": cfg["dev_requirements"].split(), "faiss": cfg["faiss_requirements"].split()},
     entry_points={"console_scripts": cfg["console_scripts"].split()},
     zip_safe=False,
 )

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "metrics-setup": ("aacnb.spice_setup:cli_metrics_setup", "fetch/verify the Stanford CoreNLP jars SPICE needs"),
     "caption": ("aacnb.caption:cli_caption", "caption your own audio files with a trained captioner"),
     "search": ("aacnb.search:cli_search", "search a folder of sounds by text with a trained retrieval model"),
+    "index": ("aacnb.search_index:cli_index", "embed a folder of sounds into an index file for `aacnb search "
+              "--index` (only new or changed files)"),
     "export-model": ("aacnb.pretrained:cli_export_model", "save a trained run's model as a folder to move and share"),
 }
 

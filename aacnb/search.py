@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,16 +124,16 @@ class AudioSearcher:
         order = np.argsort(-scores, kind="stable")[:top]
         return [{"rank": r + 1, "score": float(scores[i]), "path": str(self.paths[i])} for r, i in enumerate(order)]
 
-# %% ../nbs/50_search.ipynb #d6b616f3
-def cli_search(argv: list[str] | None = None) -> int:
-    "`aacnb search`: rank the audio files of a folder by a text query with a trained retrieval model."
+# %% ../nbs/50_search.ipynb #df2f59b8
+def _search_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aacnb search", description=cli_search.__doc__)
-    ap.add_argument("--model", required=True,
-                    help="a trained retrieval model: its saved folder, or its checkpoint (best.pt / last.pt)")
-    ap.add_argument("--folder", required=True, help="folder searched recursively for audio files "
-                    f"({'/'.join(AUDIO_EXTENSIONS)})")
-    ap.add_argument("--query", required=True, action="append",
-                    help="text to search for (repeat --query for several queries)")
+    ap.add_argument("queries", nargs="*", help="text to search for (several: one ranking each)")
+    ap.add_argument("--model", default=None, help="a trained retrieval model: its saved folder, or its checkpoint "
+                    "(best.pt / last.pt); with --index, by default the model the index was made with")
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--folder", help=f"folder searched recursively for audio files ({'/'.join(AUDIO_EXTENSIONS)})")
+    where.add_argument("--index", help="an index file written by `aacnb index` (or the folder it indexes)")
+    ap.add_argument("--query", action="append", default=[], help="text to search for (repeatable)")
     ap.add_argument("--top", type=int, default=10, help="how many results to show (default 10)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--cache-dir", default=None, help="where embeddings are cached (default <data root>/search_cache)")
@@ -140,22 +141,53 @@ def cli_search(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-seconds", type=float, default=None, help="embed only the first N seconds of each file")
     ap.add_argument("--device", default="auto")
+    return ap
+
+def _search_index(a, queries: list[str]) -> tuple[dict, int, str]:
+    "Rankings of `queries` from the index file `a.index`, its size, and how long embedding and ranking took."
+    from aacnb.inference import embed_texts
+    from aacnb.search_index import AudioIndex
+    idx = AudioIndex(a.index)
+    model_path = a.model or idx.meta["model_path"]
+    idx.check_model(model_path)
+    model = AudioSearcher.from_checkpoint(model_path, device=a.device, use_cache=False).model
+    t0 = time.perf_counter()
+    q = embed_texts(model, queries, progress=False).numpy()
+    t1 = time.perf_counter()
+    hits = idx.search(q, a.top)
+    t2 = time.perf_counter()
+    return dict(zip(queries, hits)), len(idx), f"embedded in {1e3 * (t1 - t0):.1f} ms, ranked in {1e3 * (t2 - t1):.1f} ms"
+
+# %% ../nbs/50_search.ipynb #25579234
+def cli_search(argv: list[str] | None = None) -> int:
+    "`aacnb search`: rank the audio files of a folder, or of an index file, by a text query with a retrieval model."
+    ap = _search_parser()
     a = ap.parse_args(argv)
+    queries = a.queries + a.query
+    if not queries:
+        ap.error("give a query to search for")
     if a.top < 1:
         ap.error("--top must be at least 1")
+    if a.folder is not None and a.model is None:
+        ap.error("--folder needs --model")
+    timing = None
     try:
-        s = AudioSearcher.from_checkpoint(a.model, cache_dir=a.cache_dir, batch_size=a.batch_size,
-                                          max_seconds=a.max_seconds, device=a.device, use_cache=not a.no_cache)
-        s.index(a.folder, progress=not a.json)
-        results = {q: s.search(q, a.top) for q in a.query}
+        if a.index is not None:
+            results, n, timing = _search_index(a, queries)
+        else:
+            s = AudioSearcher.from_checkpoint(a.model, cache_dir=a.cache_dir, batch_size=a.batch_size,
+                                              max_seconds=a.max_seconds, device=a.device, use_cache=not a.no_cache)
+            s.index(a.folder, progress=not a.json)
+            results, n = {q: s.search(q, a.top) for q in queries}, len(s.paths)
     except (FileNotFoundError, TypeError, ValueError, RuntimeError) as e:
         print(f"aacnb search: {e}", file=sys.stderr)
         return 1
     if a.json:
-        print(json.dumps(results if len(a.query) > 1 else results[a.query[0]], indent=2))
+        print(json.dumps(results if len(queries) > 1 else results[queries[0]], indent=2))
         return 0
     for q, hits in results.items():
-        print(f"query: {q!r}  ({len(s.paths)} files)")
+        print(f"query: {q!r}  ({n} files" + (f"; {len(queries)} quer{'ies' if len(queries) > 1 else 'y'} {timing})"
+                                           if timing else ")"))
         for h in hits:
             print(f"  {h['rank']:>3}  {h['score']:+.3f}  {shown(h['path'])}")
     return 0

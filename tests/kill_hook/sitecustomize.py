@@ -6,6 +6,7 @@ AACNB_KILL_AT is one of
   save:<path suffix>:<n>   after the n-th checkpoint (aacnb.core.save_torch) written to a path ending in the suffix:
                            the process that wrote it (a notebook kernel) dies, as under the OOM killer
   flush:<file suffix>:<n>  after the n-th flush of an HDF5 file whose name ends in the suffix (a feature cache)
+  chunk:<n>                after `aacnb index` wrote its n-th chunk of embeddings (tests/test_index.py)
   marker:<run>             in the driver, as it is about to write <run>/COMPLETE.json: the driver and every process
                            it started die (kill -9 of the pipeline itself)
 Before killing, it appends a line to $AACNB_KILL_LOG, so the test can tell that the kill happened where it meant.
@@ -56,6 +57,17 @@ def _install() -> None:
                 if len(seen) == int(n):
                     _die(f"flush {self.filename} ({len(self['features'])} items)")
         h5py.File.flush = flush
+    elif kind == "chunk":
+        import aacnb.search_index as search_index
+        real, seen = search_index.write_chunk, []
+
+        def write_chunk(*a, **kw):
+            out = real(*a, **kw)
+            seen.append(out)
+            if len(seen) == int(rest):
+                _die(f"chunk {out}")
+            return out
+        search_index.write_chunk = write_chunk
     elif kind == "marker":
         import aacnb.core as core
         from pathlib import Path
