@@ -66,16 +66,63 @@ def test_check_refuses_outputs_outside_the_lessons(tmp_path, monkeypatch):
     assert any("nbs/07_one_clip.ipynb carries" in p and "budget" in p for p in run_lessons.check())
 
 
+def _mini_study(root: Path) -> dict:
+    """A study named `tiny` at toy size (20 + 8 + 4 clips, one retrieval system, one captioner, a few steps each),
+    trained under `root`, so the lessons run on a fresh clone (CI) as well: their models are the ones they look for
+    (`ret_cnn14_bertb_*`, `cap_transformer2_s0_scst`), only smaller. Returns the environment that points at it."""
+    import subprocess
+    import yaml
+    raw = {
+        "name": "tiny", "description": "the lessons' toy study", "device": "cpu", "seed": 0, "num_threads": 1,
+        "data": {"synthetic": True, "root": "corpus", "n_clips": 20, "n_audiocaps": 8, "n_macs": 4,
+                 "clip_seconds": [3.0, 3.0]},
+        "retrieval": {"embed_dim": 16, "pretrain": {"epochs": 1, "lr": 1e-3, "batch_size": 8},
+                      "finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 16}, "eval_batch_size": 32,
+                      "systems": [{"name": "cnn14_bertb", "paper": "CNN14 + BERT-base", "audio": "cnn14",
+                                   "text": "bert-tiny", "overrides": {"width": 0.0625}}],
+                      "ensembles": []},
+        "feature_extractor": {"audio": "cnn14", "text": "bert-tiny", "overrides": {"width": 0.0625},
+                              "train": {"epochs": 1, "lr": 1e-3, "batch_size": 16}},
+        "captioning": {"xe": {"epochs": 2, "lr": 2e-3, "batch_size": 16, "swa_epochs": 1},
+                       "scst": {"epochs": 1, "lr": 5e-5, "batch_size": 16, "swa_epochs": 1},
+                       "select": "swa", "beam_size": 2, "max_len": 8, "metrics": ["cider_d"],
+                       "systems": [{"name": "transformer2_s0", "paper": "two-layer Transformer",
+                                    "decoder": "transformer", "num_layers": 2, "seed": 0,
+                                    "overrides": {"d_model": 16, "nhead": 2, "dim_feedforward": 32,
+                                                  "enc_hidden": 16}}],
+                       "ensembles": []},
+        "param_counts": {"paper_configs": False},
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tiny.yaml").write_text(yaml.safe_dump(raw))
+    env = {"AACNB_REPORTS": str(root / "reports"), "AACNB_DATA": str(root / "data")}
+    driver = "import sys; from aacnb import study; study.run_pipeline(sys.argv[1], tables=[3, 4], report=False)"
+    r = subprocess.run([sys.executable, "-c", driver, str(root / "tiny.yaml")], env=dict(os.environ, **env),
+                       capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return env
+
+
+@pytest.fixture(scope="module")
+def study_env(tmp_path_factory):
+    "The trained tiny study when there is one (`make reproduce`, or $AACNB_REPORTS/$AACNB_DATA), else a toy one."
+    from aacnb.lessons import study_models
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in STUDY_ENV.items():
+            mp.setenv(k, v)
+        try:
+            study_models("tiny")
+            return dict(STUDY_ENV)
+        except FileNotFoundError:
+            pass
+    return _mini_study(tmp_path_factory.mktemp("lessons_study"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", sorted(PROMISED))
-def test_lessons_execute_against_the_trained_models(lesson, tmp_path, monkeypatch):
-    for k, v in STUDY_ENV.items():
+def test_lessons_execute_against_the_trained_models(lesson, study_env, tmp_path, monkeypatch):
+    for k, v in study_env.items():
         monkeypatch.setenv(k, v)
-    from aacnb.lessons import study_models
-    try:
-        study_models("tiny")
-    except FileNotFoundError as e:
-        pytest.skip(f"no trained tiny study under {STUDY_ENV['AACNB_REPORTS']}: {e}")
     copy = tmp_path / Path(lesson).name
     shutil.copy(ROOT / lesson, copy)
     run_lessons.execute(copy)          # raises on the first failing cell
