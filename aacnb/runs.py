@@ -398,9 +398,7 @@ def execute_run(run: Run, root: Path, force: bool = False, log=None, say=None) -
         state = "finished" if done.exists() else "unfinished"
         moved = _set_aside(out_dir)
         note = f"run {run.name}: moved the previous {state} run to {moved} (nothing deleted)"
-        log.warning(note)
-        if say:
-            say(note)
+        (say or log.warning)(note)   # once: the study's own output when it has one, else the log
     with contextlib.suppress(FileNotFoundError):
         (out_dir / MARKER).unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
