@@ -22,8 +22,9 @@ from .core import Config
 
 # %% auto #0
 __all__ = ['SAMPLE_RATE', 'MIN_SAMPLES', 'RESAMPLE_KWARGS', 'AUDIO_EXTENSIONS', 'LogMelConfig', 'AudioError', 'resample', 'shown',
-           'AudioWarning', 'load_audio', 'hz_to_mel', 'mel_to_hz', 'mel_filters', 'hann_window', 'STFT', 'Spectrogram',
-           'LogmelFilterBank', 'frames_for', 'log_mel', 'audio_samples', 'length_batches', 'log_mel_padded']
+           'audio_files_under', 'AudioWarning', 'load_audio', 'hz_to_mel', 'mel_to_hz', 'mel_filters', 'hann_window',
+           'STFT', 'Spectrogram', 'LogmelFilterBank', 'frames_for', 'log_mel', 'audio_samples', 'length_batches',
+           'log_mel_padded']
 
 # %% ../nbs/01_audio.ipynb #11251624
 SAMPLE_RATE = 32000  # PANNs CNN14 was trained on AudioSet resampled to 32 kHz
@@ -80,6 +81,15 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")  
 def shown(path: str | os.PathLike) -> str:
     "`path` as text that prints anywhere: bytes of a file name that are not UTF-8 become `\\xNN` escapes."
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+def audio_files_under(root: str | os.PathLike, use: str = "this command takes a folder") -> list[Path]:
+    "The audio files (`AUDIO_EXTENSIONS`) under folder `root`, sorted; a file or a missing folder is said, with `use`."
+    root = Path(root)
+    if root.is_file():
+        raise FileNotFoundError(f"{shown(root)} is a file, not a folder: {use}")
+    if not root.is_dir():
+        raise FileNotFoundError(f"{shown(root)}: no such folder")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
 
 class AudioWarning(UserWarning):
     "An audio file is usable but not what it claims to be (e.g. a WAV cut short); the message names it."

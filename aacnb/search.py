@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AUDIO_EXTENSIONS, shown
+from .audio import AUDIO_EXTENSIONS, audio_files_under, shown
 from .core import data_root, get_device, get_logger
 
 # %% auto #0
@@ -81,11 +81,7 @@ class AudioSearcher:
         from aacnb.encoders import ENCODER_REVISION
         from aacnb.features import extract_features
         root = Path(folder)
-        if root.is_file():
-            raise FileNotFoundError(f"{shown(root)} is a file, not a folder: search takes the folder to search")
-        if not root.is_dir():
-            raise FileNotFoundError(f"{shown(root)}: no such folder")
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        files = audio_files_under(root, "search takes the folder to search")
         if not files:
             raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {shown(root)}")
         items = [(_file_id(root, p), p) for p in files]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioError, load_audio, shown
+from .audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioError, audio_files_under, load_audio, shown
 from .core import atomic_write, get_device, get_logger
 from .encoders import ENCODER_REVISION
 from .inference import embed_waveforms
@@ -55,15 +55,10 @@ def model_sha256(path: str | os.PathLike) -> str:
 def scan_folder(root: str | os.PathLike) -> list[tuple[str, int, int]]:
     "The audio files under `root` as sorted (relative path, size, mtime_ns) keys."
     root = Path(root)
-    if root.is_file():
-        raise FileNotFoundError(f"{shown(root)} is a file, not a folder: index takes the folder to index")
-    if not root.is_dir():
-        raise FileNotFoundError(f"{shown(root)}: no such folder")
     keys = []
-    for p in root.rglob("*"):
-        if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():
-            st = p.stat()
-            keys.append((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+    for p in audio_files_under(root, "index takes the folder to index"):
+        st = p.stat()
+        keys.append((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
     return sorted(keys)
 
 # %% ../nbs/50a_search_index.ipynb #36d7b63f
