@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import yaml
+from toy_study import toy_profile
 
 HOOK = Path(__file__).parent / "kill_hook"
 RUNS = ["corpus", "ret_cnn14_bertm_pretrain", "ret_cnn14_bertm_finetune", "fx_pretrain", "features",
@@ -36,32 +36,8 @@ DRIVER = "import sys; from aacnb import study; study.run_pipeline(sys.argv[1], t
 
 
 def _profile(root: Path) -> Path:
-    raw = {
-        "name": "killtest", "description": "kill -9 and resume: every training stage, a few steps each",
-        "device": "cpu", "seed": 0, "num_threads": 1,
-        "data": {"synthetic": True, "root": str(root / "corpus"), "n_clips": 20, "n_audiocaps": 8, "n_macs": 4,
-                 "clip_seconds": [3.0, 3.0]},
-        "retrieval": {"embed_dim": 16, "pretrain": {"epochs": 2, "lr": 1e-3, "batch_size": 8},
-                      "finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 16}, "eval_batch_size": 32,
-                      "systems": [{"name": "cnn14_bertm", "paper": "CNN14 + BERT-medium", "audio": "cnn14",
-                                   "text": "bert-tiny", "overrides": {"width": 0.0625}}],
-                      "ensembles": []},
-        "feature_extractor": {"audio": "cnn14", "text": "bert-tiny", "overrides": {"width": 0.0625},
-                              "train": {"epochs": 1, "lr": 1e-3, "batch_size": 16}},
-        "captioning": {"xe": {"epochs": 2, "lr": 2e-3, "batch_size": 16, "swa_epochs": 2},
-                       "scst": {"epochs": 2, "lr": 5e-5, "batch_size": 16, "swa_epochs": 1},
-                       "select": "swa", "beam_size": 2, "max_len": 8, "metrics": ["cider_d"],
-                       "systems": [{"name": "transformer2_s0", "paper": "two-layer Transformer",
-                                    "decoder": "transformer", "num_layers": 2, "seed": 0,
-                                    "overrides": {"d_model": 16, "nhead": 2, "dim_feedforward": 32,
-                                                  "enc_hidden": 16}}],
-                       "ensembles": []},
-        "param_counts": {"paper_configs": False},
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "profile.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return toy_profile(root / "profile.yaml", "killtest", str(root / "corpus"),
+                       description="kill -9 and resume: every training stage, a few steps each")
 
 
 def _study(root: Path, kill: str = "") -> tuple[int, str, list[str]]:

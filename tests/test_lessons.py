@@ -71,30 +71,9 @@ def _mini_study(root: Path) -> dict:
     trained under `root`, so the lessons run on a fresh clone (CI) as well: their models are the ones they look for
     (`ret_cnn14_bertb_*`, `cap_transformer2_s0_scst`), only smaller. Returns the environment that points at it."""
     import subprocess
-    import yaml
-    raw = {
-        "name": "tiny", "description": "the lessons' toy study", "device": "cpu", "seed": 0, "num_threads": 1,
-        "data": {"synthetic": True, "root": "corpus", "n_clips": 20, "n_audiocaps": 8, "n_macs": 4,
-                 "clip_seconds": [3.0, 3.0]},
-        "retrieval": {"embed_dim": 16, "pretrain": {"epochs": 1, "lr": 1e-3, "batch_size": 8},
-                      "finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 16}, "eval_batch_size": 32,
-                      "systems": [{"name": "cnn14_bertb", "paper": "CNN14 + BERT-base", "audio": "cnn14",
-                                   "text": "bert-tiny", "overrides": {"width": 0.0625}}],
-                      "ensembles": []},
-        "feature_extractor": {"audio": "cnn14", "text": "bert-tiny", "overrides": {"width": 0.0625},
-                              "train": {"epochs": 1, "lr": 1e-3, "batch_size": 16}},
-        "captioning": {"xe": {"epochs": 2, "lr": 2e-3, "batch_size": 16, "swa_epochs": 1},
-                       "scst": {"epochs": 1, "lr": 5e-5, "batch_size": 16, "swa_epochs": 1},
-                       "select": "swa", "beam_size": 2, "max_len": 8, "metrics": ["cider_d"],
-                       "systems": [{"name": "transformer2_s0", "paper": "two-layer Transformer",
-                                    "decoder": "transformer", "num_layers": 2, "seed": 0,
-                                    "overrides": {"d_model": 16, "nhead": 2, "dim_feedforward": 32,
-                                                  "enc_hidden": 16}}],
-                       "ensembles": []},
-        "param_counts": {"paper_configs": False},
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "tiny.yaml").write_text(yaml.safe_dump(raw))
+    from toy_study import toy_profile
+    toy_profile(root / "tiny.yaml", "tiny", "corpus", ("cnn14_bertb", "CNN14 + BERT-base"), pretrain_epochs=1,
+                xe_swa_epochs=1, scst_epochs=1, description="the lessons' toy study")
     env = {"AACNB_REPORTS": str(root / "reports"), "AACNB_DATA": str(root / "data")}
     driver = "import sys; from aacnb import study; study.run_pipeline(sys.argv[1], tables=[3, 4], report=False)"
     r = subprocess.run([sys.executable, "-c", driver, str(root / "tiny.yaml")], env=dict(os.environ, **env),
